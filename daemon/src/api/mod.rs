@@ -1,0 +1,265 @@
+//! api: the only module that knows HTTP and JSON. Three routers — the mTLS API, the public
+//! listener (CA certificate, health) and the metrics listener — with request ids, metrics, and
+//! the per-request identity check that keeps held and revoked clients out (invariant 7).
+
+mod problem;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+pub use problem::ApiError;
+
+use crate::app::App;
+
+/// The client certificate of a TLS connection, attached to every request on it.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate {
+    /// SHA-256 of the certificate DER, hex.
+    pub fingerprint: Arc<str>,
+}
+
+/// The authenticated caller of an API request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Caller {
+    /// Account name.
+    pub account: String,
+    /// Certificate subject.
+    pub subject: String,
+    /// Certificate serial, hex.
+    pub serial: String,
+    /// Certificate SHA-256 fingerprint, hex.
+    pub fingerprint: String,
+    /// Roles of the account.
+    pub roles: Vec<String>,
+    /// Certificate expiry.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+/// The mTLS API router.
+pub fn api_router(app: App) -> Router {
+    Router::new()
+        .route("/v1/whoami", get(whoami))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), identify))
+        .layer(middleware::from_fn_with_state(
+            (app.clone(), "api"),
+            observe,
+        ))
+        .with_state(app)
+}
+
+/// The public router: no client authentication.
+pub fn public_router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/ca.pem", get(ca_pem))
+        .route("/ca.der", get(ca_der))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            (app.clone(), "public"),
+            observe,
+        ))
+        .with_state(app)
+}
+
+/// The metrics router.
+pub fn metrics_router(app: App) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+/// Request id, tracing span, and the HTTP metrics.
+async fn observe(
+    State((app, listener)): State<(App, &'static str)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().clone();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("request", id = %request_id, %listener, %method, %route);
+    let mut response = {
+        let _guard = span.enter();
+        drop(_guard);
+        tracing::Instrument::instrument(next.run(request), span.clone()).await
+    };
+    let status = response.status();
+    app.metrics
+        .http_requests
+        .with_label_values(&[listener, &route, method.as_str(), status.as_str()])
+        .inc();
+    app.metrics
+        .http_duration
+        .with_label_values(&[listener, &route])
+        .observe(start.elapsed().as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = start.elapsed().as_millis() as u64,
+            "served"
+        );
+    });
+    response
+}
+
+/// Turns the connection's client certificate into a [`Caller`], on every request: a held,
+/// revoked, expired or unknown certificate is refused even on a kept-alive connection or a
+/// resumed TLS session.
+async fn identify(State(app): State<App>, mut request: Request, next: Next) -> Response {
+    let Some(peer) = request.extensions().get::<PeerCertificate>().cloned() else {
+        return ApiError::forbidden("a client certificate is required").into_response();
+    };
+    let identity = match app.store.identity(&peer.fingerprint).await {
+        Ok(Some(identity)) => identity,
+        Ok(None) => {
+            return ApiError::forbidden("this client certificate is not registered")
+                .into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if identity.status != "active" {
+        return ApiError::forbidden(format!("this client certificate is {}", identity.status))
+            .into_response();
+    }
+    if identity.account_deleted {
+        return ApiError::forbidden("this account was deleted").into_response();
+    }
+    if identity.not_after < OffsetDateTime::now_utc() {
+        return ApiError::forbidden("this client certificate has expired").into_response();
+    }
+    request.extensions_mut().insert(Caller {
+        account: identity.account,
+        subject: identity.subject,
+        serial: identity.serial,
+        fingerprint: peer.fingerprint.to_string(),
+        roles: identity.roles,
+        not_after: identity.not_after,
+    });
+    next.run(request).await
+}
+
+async fn whoami(Extension(caller): Extension<Caller>) -> Json<Caller> {
+    Json(caller)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this resource does not support that method",
+    )
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    database: String,
+    tokens: std::collections::BTreeMap<String, String>,
+}
+
+/// Ready when the database answers and every token is present and logged in. Checks run now,
+/// with a timeout, so a restarted database or token shows up at once.
+async fn readyz(State(app): State<App>) -> Response {
+    let db = tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await;
+    let database = match db {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: database");
+            "unavailable".to_owned()
+        }
+        Err(_) => "timeout".to_owned(),
+    };
+    app.metrics.db_up.set(i64::from(database == "ok"));
+    let mut tokens = std::collections::BTreeMap::new();
+    for name in app.hsm.token_names() {
+        let hsm = app.hsm.clone();
+        let n = name.clone();
+        let check = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::task::spawn_blocking(move || hsm.check_token(&n)),
+        )
+        .await;
+        let state = match check {
+            Ok(Ok(Ok(()))) => "ok".to_owned(),
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(token = %name, error = %e, "readiness: token");
+                "unavailable".to_owned()
+            }
+            _ => "timeout".to_owned(),
+        };
+        tokens.insert(name, state);
+    }
+    let ready = database == "ok" && tokens.values().all(|s| s == "ok");
+    let body = Readiness {
+        status: if ready { "ready" } else { "unready" },
+        database,
+        tokens,
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn ca_pem(State(app): State<App>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        app.ca_pem.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+async fn ca_der(State(app): State<App>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/pkix-cert")],
+        app.ca_der.as_ref().clone(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let pool = app.store.pool_status();
+    app.metrics.db_pool_size.set(pool.size as i64);
+    app.metrics.db_pool_available.set(pool.available as i64);
+    app.metrics.db_pool_waiting.set(pool.waiting as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}

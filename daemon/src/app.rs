@@ -1,0 +1,171 @@
+//! app: the daemon's shared state and its start-up — open the token and the database, apply
+//! migrations, reconcile the key table with the token, load the CA and the TLS material.
+
+use std::sync::Arc;
+
+use der::{Decode as _, EncodePem as _};
+
+use crate::config::Config;
+use crate::hsm::{Hsm, HsmError, TokenSpec};
+use crate::metrics::Metrics;
+use crate::pki::HsmSigner;
+use crate::store::{Store, StoreError};
+
+/// Errors while starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Token.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// Database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// PKI material.
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    /// `signetd init` has not run against this database.
+    #[error("{0} not found in the database: run `signetd init` first")]
+    NotInitialised(&'static str),
+    /// Metrics registry.
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// HSM layer.
+    pub hsm: Hsm,
+    /// Database.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The CA certificate, DER.
+    pub ca_der: Arc<Vec<u8>>,
+    /// The CA certificate, PEM.
+    pub ca_pem: Arc<String>,
+    /// The CA key as a signer.
+    pub ca_signer: Arc<HsmSigner>,
+}
+
+/// Opens the HSM layer with every configured token (PINs from their sources).
+pub fn open_hsm(config: &Config, metrics: &Metrics) -> Result<Hsm, StartError> {
+    let mut tokens = Vec::new();
+    for (name, token) in &config.hsm.tokens {
+        tokens.push(TokenSpec {
+            name: name.clone(),
+            label: token.label.clone(),
+            pin: token.read_pin(name)?,
+        });
+    }
+    let parallel = config
+        .hsm
+        .max_parallel
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    Ok(Hsm::open(
+        &config.hsm.module,
+        tokens,
+        parallel,
+        metrics.clone(),
+    )?)
+}
+
+/// Creates the metrics registry.
+pub fn new_metrics() -> Result<Metrics, StartError> {
+    Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))
+}
+
+impl App {
+    /// Starts: database migrations, key reconciliation, CA and TLS material. Returns the
+    /// application state and the API listener's TLS configuration.
+    pub async fn start(
+        config: Config,
+        hsm: Hsm,
+        store: Store,
+        metrics: Metrics,
+    ) -> Result<(App, Arc<rustls::ServerConfig>), StartError> {
+        store.migrate().await?;
+        reconcile(&hsm, &store).await?;
+        let (ca_key, ca_der) = store
+            .ca()
+            .await?
+            .ok_or(StartError::NotInitialised("the CA"))?;
+        let ca_signer = crate::pki::ca_signer(&hsm, &ca_key)?;
+        let (tls_key, tls_cert, _) = store
+            .server_tls()
+            .await?
+            .ok_or(StartError::NotInitialised("the server certificate"))?;
+        let tls_slot = hsm.key(&tls_key.token, &tls_key.label, tls_key.algorithm)?;
+        let tls = crate::tls::server_config(&hsm, tls_slot, &tls_cert, &ca_der)?;
+        let ca_pem = x509_cert::Certificate::from_der(&ca_der)
+            .and_then(|c| c.to_pem(der::pem::LineEnding::LF))
+            .map_err(|e| StartError::Pki(crate::pki::PkiError::Corrupt(e.to_string())))?;
+        let app = App {
+            config: Arc::new(config),
+            hsm,
+            store,
+            metrics,
+            ca_der: Arc::new(ca_der),
+            ca_pem: Arc::new(ca_pem),
+            ca_signer,
+        };
+        Ok((app, tls))
+    }
+}
+
+/// Compares the key table with the tokens: a recorded key that the token lacks (or whose public
+/// key differs) is marked `missing`; one that came back is `active` again; keys on a token that
+/// carry a signetd label but are not recorded are reported.
+pub async fn reconcile(hsm: &Hsm, store: &Store) -> Result<(), StartError> {
+    let keys = store.keys().await?;
+    let tokens = hsm.token_names();
+    for key in &keys {
+        if !tokens.contains(&key.token) {
+            tracing::warn!(key = %key.label, token = %key.token, "key's token is not configured");
+            continue;
+        }
+        let (h, k) = (hsm.clone(), key.clone());
+        let found =
+            tokio::task::spawn_blocking(move || h.public_key(&k.token, &k.label, k.algorithm))
+                .await
+                .map_err(|e| HsmError::Worker(e.to_string()))?;
+        let state = match found {
+            Ok(spki) if spki == key.public_key => "active",
+            Ok(_) => {
+                tracing::error!(key = %key.label, token = %key.token, "token key differs from the recorded public key");
+                "missing"
+            }
+            Err(HsmError::KeyNotFound { .. }) => {
+                tracing::error!(key = %key.label, token = %key.token, "recorded key is not on its token");
+                "missing"
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if key.state != state && key.state != "retired" {
+            store.set_key_state(key.id, state).await?;
+            tracing::warn!(key = %key.label, from = %key.state, to = state, "key state reconciled");
+        }
+    }
+    for token in &tokens {
+        let (h, t) = (hsm.clone(), token.clone());
+        let labels = tokio::task::spawn_blocking(move || h.private_key_labels(&t))
+            .await
+            .map_err(|e| HsmError::Worker(e.to_string()))??;
+        for label in labels {
+            let known = keys.iter().any(|k| &k.token == token && k.label == label);
+            if label.starts_with("signetd-") && !known {
+                tracing::warn!(token = %token, key = %label, "key on the token is not in the database (left from an interrupted init?)");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! config: the daemon's configuration — one TOML file overridden by `SIGNETD_*` variables — and the PIN sources.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::hsm::KeyAlgorithm;
+
+/// Errors while loading the configuration or reading a PIN.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file or the environment does not form a valid configuration.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A PIN source could not be read. The message names the source, never the PIN.
+    #[error("cannot read the PIN of token `{token}`: {reason}")]
+    Pin {
+        /// The configured token name.
+        token: String,
+        /// What went wrong (file missing, variable unset, ...).
+        reason: String,
+    },
+}
+
+/// The whole configuration. Every field has a default except the database URL and the tokens,
+/// which `signetd dev` writes for you.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the three listeners bind.
+    pub listen: Listen,
+    /// Base URL of the public listener as clients reach it (used in printed hints and, later,
+    /// in certificate CRL/OCSP URLs). Defaults to `http://<listen.public>`.
+    pub public_url: Option<String>,
+    /// Directory for files the daemon writes (the admin credentials written by `init`).
+    pub state_dir: PathBuf,
+    /// PostgreSQL.
+    pub database: Database,
+    /// The PKCS#11 module and its tokens.
+    pub hsm: Hsm,
+    /// The certificate authority.
+    pub ca: Ca,
+    /// The API listener's server certificate.
+    pub tls: Tls,
+    /// The first administrator, created by `signetd init`.
+    pub admin: Admin,
+    /// Logging.
+    pub log: Log,
+    /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Most connections served at once per listener; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: Listen::default(),
+            public_url: None,
+            state_dir: PathBuf::from("/var/lib/signetd"),
+            database: Database::default(),
+            hsm: Hsm::default(),
+            ca: Ca::default(),
+            tls: Tls::default(),
+            admin: Admin::default(),
+            log: Log::default(),
+            shutdown_grace_secs: 30,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// mTLS API (client certificate required).
+    pub api: SocketAddr,
+    /// Public listener without client authentication: CA certificate, health.
+    pub public: SocketAddr,
+    /// Prometheus metrics.
+    pub metrics: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            api: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// A libpq-style URL, e.g. `postgresql://signetd@db.example/signetd?sslmode=require`, or
+    /// `postgresql://postgres@/signetd?host=/run/postgresql` for a Unix socket. With
+    /// `sslmode=require` the connection uses TLS and checks the server certificate.
+    pub url: String,
+    /// Most pooled connections.
+    pub pool_size: usize,
+    /// Seconds to wait for a connection (to connect, or for a free pooled one).
+    pub timeout_secs: u64,
+    /// PEM file with the CA certificates that sign the database server's certificate; without
+    /// it the system's roots are used.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool_size: 16,
+            timeout_secs: 5,
+            tls_ca_file: None,
+        }
+    }
+}
+
+/// The PKCS#11 module and the tokens the daemon uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hsm {
+    /// Path of the PKCS#11 module (`.so`).
+    pub module: PathBuf,
+    /// Most PKCS#11 calls running at once (default: the number of CPUs).
+    pub max_parallel: Option<usize>,
+    /// Tokens by name (`ca`, `signing`, ...). Each is found by its label, never by slot number.
+    pub tokens: BTreeMap<String, Token>,
+}
+
+impl Default for Hsm {
+    fn default() -> Self {
+        Self {
+            module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+            max_parallel: None,
+            tokens: BTreeMap::new(),
+        }
+    }
+}
+
+/// One token: its label and where its user PIN comes from. Exactly one PIN source must be set.
+/// A PIN is never taken from the command line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Token {
+    /// The token label (CKA_LABEL of the token, as `softhsm2-util --show-slots` prints it).
+    pub label: String,
+    /// A file holding the PIN (trailing newline ignored). Should be mode 0600.
+    pub pin_file: Option<PathBuf>,
+    /// An environment variable holding the PIN.
+    pub pin_env: Option<String>,
+    /// A systemd credential name (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`.
+    pub pin_credential: Option<String>,
+}
+
+impl Token {
+    /// Reads the PIN from the configured source.
+    pub fn read_pin(&self, name: &str) -> Result<SecretString, ConfigError> {
+        let fail = |reason: String| ConfigError::Pin {
+            token: name.to_owned(),
+            reason,
+        };
+        let sources = [
+            self.pin_file.is_some(),
+            self.pin_env.is_some(),
+            self.pin_credential.is_some(),
+        ];
+        if sources.iter().filter(|set| **set).count() != 1 {
+            return Err(fail(
+                "set exactly one of pin_file, pin_env, pin_credential".into(),
+            ));
+        }
+        let raw = if let Some(path) = &self.pin_file {
+            read_secret_file(path).map_err(fail)?
+        } else if let Some(var) = &self.pin_env {
+            std::env::var(var)
+                .map_err(|_| fail(format!("environment variable {var} is not set")))?
+        } else if let Some(cred) = &self.pin_credential {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                fail("CREDENTIALS_DIRECTORY is not set (is LoadCredential= in the unit?)".into())
+            })?;
+            read_secret_file(&Path::new(&dir).join(cred)).map_err(fail)?
+        } else {
+            return Err(fail("no PIN source".into()));
+        };
+        let pin = raw.trim_end_matches(['\n', '\r']).to_owned();
+        if pin.is_empty() {
+            return Err(fail("the PIN is empty".into()));
+        }
+        Ok(SecretString::from(pin))
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The certificate authority.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ca {
+    /// Name of the token (in `hsm.tokens`) that holds the CA key.
+    pub token: String,
+    /// Subject of the CA certificate (RFC 4514).
+    pub subject: String,
+    /// Algorithm of the CA key.
+    pub algorithm: KeyAlgorithm,
+    /// Lifetime of the CA certificate in days.
+    pub validity_days: u32,
+}
+
+impl Default for Ca {
+    fn default() -> Self {
+        Self {
+            token: "ca".into(),
+            subject: "CN=signetd CA".into(),
+            algorithm: KeyAlgorithm::EcP256,
+            validity_days: 3650,
+        }
+    }
+}
+
+/// The server certificate of the API listener; its key lives in a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Name of the token that holds the server key.
+    pub token: String,
+    /// DNS names and IP addresses the server certificate is valid for.
+    pub names: Vec<String>,
+    /// Lifetime of the server certificate in days.
+    pub validity_days: u32,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            token: "ca".into(),
+            names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            validity_days: 365,
+        }
+    }
+}
+
+/// The first administrator account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Account name.
+    pub name: String,
+    /// Lifetime of the admin client certificate in days.
+    pub validity_days: u32,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            name: "admin".into(),
+            validity_days: 365,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `signetd=debug,info`. `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Top-level scalar settings, overridable as `SIGNETD_<NAME>`.
+const SCALARS: &[&str] = &[
+    "public_url",
+    "state_dir",
+    "shutdown_grace_secs",
+    "max_connections",
+];
+/// Sections, overridable as `SIGNETD_<SECTION>__<FIELD>`.
+const SECTIONS: &[&str] = &["listen", "database", "hsm", "ca", "tls", "admin", "log"];
+
+fn is_setting(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    match key.split_once("__") {
+        Some((section, rest)) => SECTIONS.contains(&section) && !rest.is_empty(),
+        None => SCALARS.contains(&key.as_str()),
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if given), then `SIGNETD_*` variables, where `__`
+    /// separates nesting levels: `SIGNETD_DATABASE__URL`, `SIGNETD_LISTEN__API`,
+    /// `SIGNETD_HSM__TOKENS__CA__PIN_FILE`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "configuration file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // Only variables that name a setting count: SIGNETD_CONFIG names the file, and the
+        // variables of `signetd dev`'s env file (SIGNETD_CA, SIGNETD_API_URL, ...) describe an
+        // instance for clients, so they must not be read as settings.
+        let env = Env::prefixed("SIGNETD_")
+            .filter(|key| is_setting(key.as_str()))
+            .split("__")
+            .lowercase(true);
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (role, token) in [("ca", &self.ca.token), ("tls", &self.tls.token)] {
+            if !self.hsm.tokens.contains_key(token) {
+                return Err(ConfigError::Invalid(format!(
+                    "{role}.token = \"{token}\" is not among hsm.tokens"
+                )));
+            }
+        }
+        if self.tls.names.is_empty() {
+            return Err(ConfigError::Invalid("tls.names is empty".into()));
+        }
+        if self.database.pool_size == 0 {
+            return Err(ConfigError::Invalid(
+                "database.pool_size must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The public listener's base URL.
+    pub fn public_base_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen.public))
+    }
+
+    /// Renders the configuration as TOML (used by `signetd dev` to write its file).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn pin_needs_exactly_one_source() {
+        let token = Token {
+            label: "t".into(),
+            ..Token::default()
+        };
+        assert!(matches!(token.read_pin("t"), Err(ConfigError::Pin { .. })));
+    }
+
+    #[test]
+    fn pin_file_is_trimmed_and_never_in_errors() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("pin");
+        std::fs::write(&path, "s3cret\n")?;
+        let token = Token {
+            label: "t".into(),
+            pin_file: Some(path),
+            ..Token::default()
+        };
+        assert_eq!(token.read_pin("t")?.expose_secret(), "s3cret");
+        let missing = Token {
+            label: "t".into(),
+            pin_file: Some(dir.path().join("absent")),
+            ..Token::default()
+        };
+        let err = missing
+            .read_pin("t")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("absent"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn only_setting_variables_count() {
+        assert!(is_setting("DATABASE__URL"));
+        assert!(is_setting("HSM__TOKENS__CA__PIN_FILE"));
+        assert!(is_setting("PUBLIC_URL"));
+        assert!(!is_setting("CA"));
+        assert!(!is_setting("CONFIG"));
+        assert!(!is_setting("DATABASE_URL"));
+        assert!(!is_setting("CLIENT_CERT"));
+        assert!(!is_setting("DATABASE__"));
+    }
+
+    #[test]
+    fn file_and_defaults_combine() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[database]\nurl = \"postgresql://x@/y\"\n[hsm.tokens.ca]\nlabel = \"L\"\npin_env = \"P\"\n",
+        )?;
+        let config = Config::load(Some(&path))?;
+        assert_eq!(config.database.url, "postgresql://x@/y");
+        assert_eq!(config.hsm.tokens["ca"].label, "L");
+        assert_eq!(config.listen.api.port(), 8443);
+        std::fs::write(&path, "[database]\nurl = 1\nbogus = 2\n")?;
+        assert!(Config::load(Some(&path)).is_err());
+        Ok(())
+    }
+}

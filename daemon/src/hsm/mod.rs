@@ -1,0 +1,557 @@
+//! hsm: the only module that touches cryptoki. Loads the PKCS#11 module once, finds tokens by
+//! label, keeps one logged-in session per key slot, runs blocking calls off the async runtime
+//! with bounded parallelism, and recovers from lost sessions and logins.
+
+pub mod bench;
+mod error;
+mod keys;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use secrecy::SecretString;
+use tokio::sync::Semaphore;
+
+pub use error::{ErrorClass, HsmError};
+pub use keys::KeyAlgorithm;
+
+use crate::crypto::{SignatureScheme, TokenMechanism};
+use crate::metrics::Metrics;
+
+/// A configured token: its name in the configuration, its label, and its PIN.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    /// The configured name (`ca`, `signing`, ...).
+    pub name: String,
+    /// The token label.
+    pub label: String,
+    /// The user PIN.
+    pub pin: SecretString,
+}
+
+/// Facts about a private key on a token, as the token reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// CKA_LABEL.
+    pub label: String,
+    /// CKA_SENSITIVE.
+    pub sensitive: bool,
+    /// CKA_EXTRACTABLE.
+    pub extractable: bool,
+    /// CKA_ALWAYS_SENSITIVE.
+    pub always_sensitive: bool,
+    /// CKA_NEVER_EXTRACTABLE.
+    pub never_extractable: bool,
+}
+
+/// The HSM layer. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Hsm {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ctx: Pkcs11,
+    tokens: BTreeMap<String, Arc<Token>>,
+    permits: Arc<Semaphore>,
+    /// One slot per (token, key label) in this process: invariant 2 by construction.
+    slots: Mutex<HashMap<(String, String), Arc<KeySlot>>>,
+    metrics: Metrics,
+}
+
+#[derive(Debug)]
+struct Token {
+    label: String,
+    pin: SecretString,
+    slot: Mutex<Option<Slot>>,
+    /// A session for management calls (generation, lookups, health).
+    keeper: Mutex<Option<Session>>,
+    up: AtomicBool,
+}
+
+/// One key and its own session. A key is never used by two operations at once: every use holds
+/// `state`'s lock for the whole PKCS#11 call.
+#[derive(Debug)]
+pub struct KeySlot {
+    token: Arc<Token>,
+    label: String,
+    algorithm: KeyAlgorithm,
+    public_key: Vec<u8>,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    session: Option<Session>,
+    key: Option<ObjectHandle>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding it; the protected state
+    // (an optional session) stays consistent because every error path resets it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hsm {
+    /// Loads the module (once per process), initialises it with OS locking, and checks that
+    /// every token is present and accepts its PIN.
+    pub fn open(
+        module: &Path,
+        tokens: Vec<TokenSpec>,
+        max_parallel: usize,
+        metrics: Metrics,
+    ) -> Result<Self, HsmError> {
+        let module_err = |reason: String| HsmError::Module {
+            module: module.display().to_string(),
+            reason,
+        };
+        let ctx = Pkcs11::new(module).map_err(|e| module_err(e.to_string()))?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) => {}
+            // Another part of this process (a test) initialised the same module: share it.
+            Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(module_err(e.to_string())),
+        }
+        let tokens = tokens
+            .into_iter()
+            .map(|t| {
+                let token = Token {
+                    label: t.label,
+                    pin: t.pin,
+                    slot: Mutex::new(None),
+                    keeper: Mutex::new(None),
+                    up: AtomicBool::new(false),
+                };
+                (t.name, Arc::new(token))
+            })
+            .collect();
+        let hsm = Hsm {
+            inner: Arc::new(Inner {
+                ctx,
+                tokens,
+                permits: Arc::new(Semaphore::new(max_parallel.max(1))),
+                slots: Mutex::new(HashMap::new()),
+                metrics,
+            }),
+        };
+        for name in hsm.inner.tokens.keys() {
+            hsm.check_token(name)?;
+        }
+        Ok(hsm)
+    }
+
+    fn token(&self, name: &str) -> Result<&Arc<Token>, HsmError> {
+        self.inner
+            .tokens
+            .get(name)
+            .ok_or_else(|| HsmError::UnknownToken(name.to_owned()))
+    }
+
+    /// The configured token names.
+    pub fn token_names(&self) -> Vec<String> {
+        self.inner.tokens.keys().cloned().collect()
+    }
+
+    /// Checks that a token is present and logged in, re-establishing its management session if
+    /// needed. Updates the `hsm_token_up` gauge.
+    pub fn check_token(&self, name: &str) -> Result<(), HsmError> {
+        let token = self.token(name)?;
+        let result = token.with_keeper(&self.inner.ctx, |session| {
+            session.get_session_info().map(|_| ())
+        });
+        let up = result.is_ok();
+        token.up.store(up, Ordering::Relaxed);
+        self.inner
+            .metrics
+            .hsm_token_up
+            .with_label_values(&[name])
+            .set(i64::from(up));
+        result
+    }
+
+    /// Whether the last check or operation found the token usable.
+    pub fn token_up(&self, name: &str) -> bool {
+        self.inner
+            .tokens
+            .get(name)
+            .is_some_and(|t| t.up.load(Ordering::Relaxed))
+    }
+
+    /// Generates a key pair on the token and returns its SubjectPublicKeyInfo DER.
+    pub fn generate_key(
+        &self,
+        token: &str,
+        label: &str,
+        algorithm: KeyAlgorithm,
+    ) -> Result<Vec<u8>, HsmError> {
+        let token = self.token(token)?;
+        let id = uuid::Uuid::new_v4();
+        let (mechanism, public, private) = algorithm.templates(label, id.as_bytes(), true);
+        let start = Instant::now();
+        let result = token.with_keeper(&self.inner.ctx, |session| {
+            let (public_handle, _) = session.generate_key_pair(&mechanism, &public, &private)?;
+            session.get_attributes(public_handle, algorithm.public_attributes())
+        });
+        self.observe("generate", start, &result);
+        algorithm.spki_from_attributes(&result?)
+    }
+
+    /// Reads the public key (SPKI DER) of the key pair labelled `label`.
+    pub fn public_key(
+        &self,
+        token: &str,
+        label: &str,
+        algorithm: KeyAlgorithm,
+    ) -> Result<Vec<u8>, HsmError> {
+        let token_ref = self.token(token)?;
+        let found = token_ref.with_keeper(&self.inner.ctx, |session| {
+            let handles = session.find_objects(&keys::public_key_template(label))?;
+            match handles.first() {
+                Some(h) => session
+                    .get_attributes(*h, algorithm.public_attributes())
+                    .map(Some),
+                None => Ok(None),
+            }
+        })?;
+        let attrs = found.ok_or_else(|| HsmError::KeyNotFound {
+            token: token_ref.label.clone(),
+            label: label.to_owned(),
+        })?;
+        algorithm.spki_from_attributes(&attrs)
+    }
+
+    /// Labels of all private keys on the token (for reconciliation).
+    pub fn private_key_labels(&self, token: &str) -> Result<Vec<String>, HsmError> {
+        let token = self.token(token)?;
+        token.with_keeper(&self.inner.ctx, |session| {
+            let handles = session
+                .find_objects(&[Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY)])?;
+            let mut labels = Vec::with_capacity(handles.len());
+            for h in handles {
+                for attr in session.get_attributes(h, &[AttributeType::Label])? {
+                    if let Attribute::Label(l) = attr {
+                        labels.push(String::from_utf8_lossy(&l).into_owned());
+                    }
+                }
+            }
+            Ok(labels)
+        })
+    }
+
+    /// The protection attributes of a private key, as the token reports them.
+    pub fn key_info(&self, token: &str, label: &str) -> Result<KeyInfo, HsmError> {
+        let token_ref = self.token(token)?;
+        let attrs = token_ref.with_keeper(&self.inner.ctx, |session| {
+            let handles = session.find_objects(&keys::private_key_template(label))?;
+            match handles.first() {
+                Some(h) => session
+                    .get_attributes(
+                        *h,
+                        &[
+                            AttributeType::Sensitive,
+                            AttributeType::Extractable,
+                            AttributeType::AlwaysSensitive,
+                            AttributeType::NeverExtractable,
+                        ],
+                    )
+                    .map(Some),
+                None => Ok(None),
+            }
+        })?;
+        let attrs = attrs.ok_or_else(|| HsmError::KeyNotFound {
+            token: token_ref.label.clone(),
+            label: label.to_owned(),
+        })?;
+        let mut info = KeyInfo {
+            label: label.to_owned(),
+            sensitive: false,
+            extractable: true,
+            always_sensitive: false,
+            never_extractable: false,
+        };
+        for a in attrs {
+            match a {
+                Attribute::Sensitive(v) => info.sensitive = v,
+                Attribute::Extractable(v) => info.extractable = v,
+                Attribute::AlwaysSensitive(v) => info.always_sensitive = v,
+                Attribute::NeverExtractable(v) => info.never_extractable = v,
+                _ => {}
+            }
+        }
+        Ok(info)
+    }
+
+    /// The slot of one key, created on first use. There is exactly one per key in this
+    /// process, so no two operations ever use a key at once.
+    pub fn key(
+        &self,
+        token: &str,
+        label: &str,
+        algorithm: KeyAlgorithm,
+    ) -> Result<Arc<KeySlot>, HsmError> {
+        let id = (token.to_owned(), label.to_owned());
+        if let Some(slot) = lock(&self.inner.slots).get(&id) {
+            return Ok(slot.clone());
+        }
+        let public_key = self.public_key(token, label, algorithm)?;
+        let slot = Arc::new(KeySlot {
+            token: self.token(token)?.clone(),
+            label: label.to_owned(),
+            algorithm,
+            public_key,
+            state: Mutex::new(SlotState::default()),
+        });
+        Ok(lock(&self.inner.slots).entry(id).or_insert(slot).clone())
+    }
+
+    /// Signs `message` with the key under `scheme` on a blocking thread, with bounded
+    /// parallelism. The signature is verified in software before it is returned.
+    pub async fn sign(
+        &self,
+        key: &Arc<KeySlot>,
+        scheme: SignatureScheme,
+        message: Vec<u8>,
+    ) -> Result<Vec<u8>, HsmError> {
+        let _permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| HsmError::Worker(e.to_string()))?;
+        let hsm = self.clone();
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || hsm.sign_blocking(&key, scheme, &message))
+            .await
+            .map_err(|e| HsmError::Worker(e.to_string()))?
+    }
+
+    /// The blocking form of [`Hsm::sign`], for callers already off the async runtime (the TLS
+    /// handshake signer, certificate issuance inside `spawn_blocking`, benchmarks).
+    pub fn sign_blocking(
+        &self,
+        key: &KeySlot,
+        scheme: SignatureScheme,
+        message: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let (mechanism, input) = scheme.prepare(message);
+        let start = Instant::now();
+        let raw = key.sign_raw(&self.inner.ctx, mechanism, &input);
+        self.observe("sign", start, &raw);
+        let signature = scheme
+            .finish(&raw?)
+            .map_err(|_| HsmError::BadSignature(key.label.clone()))?;
+        if scheme.verify(&key.public_key, message, &signature).is_err() {
+            self.inner.metrics.hsm_bad_signatures.inc();
+            tracing::error!(key = %key.label, "token signature failed software verification; withheld");
+            return Err(HsmError::BadSignature(key.label.clone()));
+        }
+        Ok(signature)
+    }
+
+    fn observe<T>(&self, op: &str, start: Instant, result: &Result<T, HsmError>) {
+        let m = &self.inner.metrics;
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        m.hsm_operations.with_label_values(&[op, outcome]).inc();
+        m.hsm_duration
+            .with_label_values(&[op])
+            .observe(start.elapsed().as_secs_f64());
+    }
+
+    pub(crate) fn context(&self) -> &Pkcs11 {
+        &self.inner.ctx
+    }
+}
+
+impl KeySlot {
+    /// The key's label on its token.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    /// The public key as SubjectPublicKeyInfo DER.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    /// One C_Sign on this key's own session. Transient failures (session closed, logged out,
+    /// token re-inserted) re-open the session, log in, find the key again and retry once.
+    fn sign_raw(
+        &self,
+        ctx: &Pkcs11,
+        mechanism: TokenMechanism,
+        input: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let mechanism = match mechanism {
+            TokenMechanism::Ecdsa => Mechanism::Ecdsa,
+            TokenMechanism::Eddsa => Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+        };
+        let mut state = lock(&self.state);
+        let mut last = None;
+        for attempt in 0..2 {
+            let result = self.ensure(ctx, &mut state).and_then(|(session, key)| {
+                session
+                    .sign(&mechanism, key, input)
+                    .map_err(|e| error::map(e, &self.token.label))
+            });
+            match result {
+                Ok(sig) => {
+                    self.token.up.store(true, Ordering::Relaxed);
+                    return Ok(sig);
+                }
+                Err(e) if e.is_transient() && attempt == 0 => {
+                    tracing::warn!(key = %self.label, error = %e, "HSM session lost; recovering");
+                    *state = SlotState::default();
+                    self.token.forget_slot();
+                    last = Some(e);
+                }
+                Err(e) => {
+                    if e.is_transient() {
+                        *state = SlotState::default();
+                        self.token.forget_slot();
+                        self.token.up.store(false, Ordering::Relaxed);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| HsmError::Worker("retry loop ended".into())))
+    }
+
+    fn ensure<'s>(
+        &self,
+        ctx: &Pkcs11,
+        state: &'s mut SlotState,
+    ) -> Result<(&'s Session, ObjectHandle), HsmError> {
+        if state.session.is_none() {
+            state.session = Some(self.token.open_session(ctx, false)?);
+            state.key = None;
+        }
+        let session = state
+            .session
+            .as_ref()
+            .ok_or_else(|| HsmError::Worker("session missing".into()))?;
+        let key = match state.key {
+            Some(k) => k,
+            None => {
+                let found = session
+                    .find_objects(&keys::private_key_template(&self.label))
+                    .map_err(|e| error::map(e, &self.token.label))?;
+                let k = *found.first().ok_or_else(|| HsmError::KeyNotFound {
+                    token: self.token.label.clone(),
+                    label: self.label.clone(),
+                })?;
+                state.key = Some(k);
+                k
+            }
+        };
+        Ok((session, key))
+    }
+}
+
+impl Token {
+    /// The slot holding this token, looked up by label (slot ids change after C_InitToken).
+    fn slot(&self, ctx: &Pkcs11) -> Result<Slot, HsmError> {
+        let mut cached = lock(&self.slot);
+        if let Some(slot) = *cached {
+            return Ok(slot);
+        }
+        let slots = ctx
+            .get_slots_with_token()
+            .map_err(|e| error::map(e, &self.label))?;
+        for slot in slots {
+            let Ok(info) = ctx.get_token_info(slot) else {
+                continue;
+            };
+            if info.label().trim_end() == self.label {
+                *cached = Some(slot);
+                return Ok(slot);
+            }
+        }
+        Err(HsmError::TokenNotPresent(self.label.clone()))
+    }
+
+    fn forget_slot(&self) {
+        *lock(&self.slot) = None;
+    }
+
+    /// Opens a session and logs the user in. Login is process-wide: "already logged in" is
+    /// success.
+    fn open_session(&self, ctx: &Pkcs11, rw: bool) -> Result<Session, HsmError> {
+        let slot = self.slot(ctx)?;
+        let session = if rw {
+            ctx.open_rw_session(slot)
+        } else {
+            ctx.open_ro_session(slot)
+        }
+        .map_err(|e| error::map(e, &self.label))?;
+        match session.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(e) => Err(error::map(e, &self.label)),
+        }
+    }
+
+    /// Runs `f` on the management session, re-opening it and retrying once on a transient error.
+    fn with_keeper<T>(
+        &self,
+        ctx: &Pkcs11,
+        f: impl Fn(&Session) -> Result<T, CkError>,
+    ) -> Result<T, HsmError> {
+        let mut keeper = lock(&self.keeper);
+        for attempt in 0..2 {
+            if keeper.is_none() {
+                match self.open_session(ctx, true) {
+                    Ok(s) => *keeper = Some(s),
+                    Err(e) if e.is_transient() && attempt == 0 => {
+                        self.forget_slot();
+                        continue;
+                    }
+                    Err(e) => {
+                        self.up.store(false, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            let Some(session) = keeper.as_ref() else {
+                continue;
+            };
+            match f(session).map_err(|e| error::map(e, &self.label)) {
+                Ok(v) => {
+                    self.up.store(true, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) if e.is_transient() && attempt == 0 => {
+                    *keeper = None;
+                    self.forget_slot();
+                }
+                Err(e) => {
+                    if e.is_transient() {
+                        *keeper = None;
+                        self.up.store(false, Ordering::Relaxed);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(HsmError::TokenNotPresent(self.label.clone()))
+    }
+}

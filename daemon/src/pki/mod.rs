@@ -1,0 +1,453 @@
+//! pki: the certificate authority as a service — `signetd init` (CA key and certificate, the
+//! server's TLS key and certificate, the first admin), with every signature made in the token
+//! through the `signet-certs` signer trait.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use der::{Decode as _, Encode as _, EncodePem as _};
+use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
+use signet_certs::{IssuerUrls, Profile, TbsSigner};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use time::OffsetDateTime;
+use x509_cert::Certificate;
+
+use crate::config::Config;
+use crate::crypto::{self, SignatureScheme};
+use crate::hsm::{Hsm, HsmError, KeyAlgorithm, KeySlot};
+use crate::store::{KeyRecord, NewCertificate, Store, StoreError};
+
+/// Errors of the PKI service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    /// The token failed.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Certificate building failed.
+    #[error("certificate: {0}")]
+    Cert(#[from] signet_certs::CertError),
+    /// A file could not be written.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The configuration does not allow the operation.
+    #[error("{0}")]
+    Config(String),
+    /// Stored material does not parse.
+    #[error("stored certificate material is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// A token key seen through the `signet-certs` signer trait.
+#[derive(Debug)]
+pub struct HsmSigner {
+    hsm: Hsm,
+    key: Arc<KeySlot>,
+    scheme: SignatureScheme,
+    spki: SubjectPublicKeyInfoOwned,
+}
+
+impl HsmSigner {
+    /// Wraps a key whose algorithm has a default scheme (EC or Ed25519).
+    pub fn new(hsm: Hsm, key: Arc<KeySlot>) -> Result<Self, PkiError> {
+        let scheme = key.algorithm().default_scheme().ok_or_else(|| {
+            PkiError::Config(format!(
+                "a {} key cannot sign certificates here; use ec-p256, ec-p384 or ed25519",
+                key.algorithm()
+            ))
+        })?;
+        let spki = SubjectPublicKeyInfoOwned::from_der(key.public_key())
+            .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+        Ok(HsmSigner {
+            hsm,
+            key,
+            scheme,
+            spki,
+        })
+    }
+}
+
+impl TbsSigner for HsmSigner {
+    fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
+        let oid = match self.scheme {
+            SignatureScheme::EcdsaP256Sha256 => const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+            SignatureScheme::EcdsaP384Sha384 => const_oid::db::rfc5912::ECDSA_WITH_SHA_384,
+            SignatureScheme::Ed25519 => const_oid::db::rfc8410::ID_ED_25519,
+        };
+        AlgorithmIdentifierOwned {
+            oid,
+            parameters: None,
+        }
+    }
+
+    fn public_key(&self) -> SubjectPublicKeyInfoOwned {
+        self.spki.clone()
+    }
+
+    fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, signet_certs::SignerError> {
+        self.hsm
+            .sign_blocking(&self.key, self.scheme, tbs)
+            .map_err(|e| signet_certs::SignerError::new(e.to_string()))
+    }
+}
+
+/// What `init` did; empty when everything already existed.
+#[derive(Debug, Default)]
+pub struct InitReport {
+    /// One line per change.
+    pub actions: Vec<String>,
+    /// Where the CA certificate was written.
+    pub ca_file: PathBuf,
+    /// Where the admin's certificate and key are (written now or at the first init).
+    pub admin_cert: PathBuf,
+    /// The admin's private key file.
+    pub admin_key: PathBuf,
+}
+
+/// Creates what is missing: the CA key and certificate, the server key and certificate, and
+/// the first admin account with a client certificate whose key is written (mode 0600) to
+/// `out_dir`. Running it again changes nothing.
+pub async fn init(
+    cfg: &Config,
+    hsm: &Hsm,
+    store: &Store,
+    out_dir: &Path,
+) -> Result<InitReport, PkiError> {
+    store.migrate().await?;
+    create_dir(out_dir)?;
+    let mut report = InitReport {
+        ca_file: out_dir.join("ca.pem"),
+        admin_cert: out_dir.join("admin.crt"),
+        admin_key: out_dir.join("admin.key"),
+        ..InitReport::default()
+    };
+
+    let (ca_key, ca_der) = match store.ca().await? {
+        Some(found) => found,
+        None => {
+            let created = create_ca(cfg, hsm, store).await?;
+            report.actions.push(format!(
+                "created the CA key ({}) in token `{}` and the CA certificate \"{}\"",
+                cfg.ca.algorithm, cfg.ca.token, cfg.ca.subject
+            ));
+            created
+        }
+    };
+    let ca_cert = Certificate::from_der(&ca_der).map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    let ca_pem = ca_cert
+        .to_pem(der::pem::LineEnding::LF)
+        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    if std::fs::read_to_string(&report.ca_file).ok().as_deref() != Some(ca_pem.as_str()) {
+        write_file(&report.ca_file, ca_pem.as_bytes(), 0o644)?;
+        report.actions.push(format!(
+            "wrote the CA certificate to {}",
+            report.ca_file.display()
+        ));
+    }
+    let ca_signer = ca_signer(hsm, &ca_key)?;
+
+    if let Some(action) = ensure_server_tls(cfg, hsm, store, &ca_cert, &ca_signer).await? {
+        report.actions.push(action);
+    }
+    if let Some(action) = ensure_admin(cfg, store, &ca_cert, &ca_signer, &report).await? {
+        report.actions.push(action);
+    }
+    Ok(report)
+}
+
+/// The CA key as a signer.
+pub fn ca_signer(hsm: &Hsm, key: &KeyRecord) -> Result<Arc<HsmSigner>, PkiError> {
+    let slot = hsm.key(&key.token, &key.label, key.algorithm)?;
+    if slot.public_key() != key.public_key.as_slice() {
+        return Err(PkiError::Corrupt(format!(
+            "the CA key `{}` on token `{}` does not match the recorded public key",
+            key.label, key.token
+        )));
+    }
+    Ok(Arc::new(HsmSigner::new(hsm.clone(), slot)?))
+}
+
+async fn create_ca(
+    cfg: &Config,
+    hsm: &Hsm,
+    store: &Store,
+) -> Result<(KeyRecord, Vec<u8>), PkiError> {
+    if cfg.ca.algorithm.default_scheme().is_none() {
+        return Err(PkiError::Config(format!(
+            "ca.algorithm = {} is not supported for the CA; use ec-p256, ec-p384 or ed25519",
+            cfg.ca.algorithm
+        )));
+    }
+    let subject = signet_certs::parse_name(&cfg.ca.subject)?;
+    let key = new_token_key(hsm, &cfg.ca.token, "ca", cfg.ca.algorithm).await?;
+    let signer = ca_signer(hsm, &key)?;
+    let validity = signet_certs::validity(
+        backdated_now(),
+        Duration::from_secs(u64::from(cfg.ca.validity_days) * 86_400),
+    )?;
+    let serial = signet_certs::serial_from_random(random16()?);
+    let cert =
+        blocking(move || signet_certs::self_signed_ca(signer.as_ref(), &subject, validity, serial))
+            .await??;
+    let der = cert
+        .to_der()
+        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    store.create_ca(&key, &der).await?;
+    tracing::info!(key = %key.label, "created the CA");
+    Ok((key, der))
+}
+
+async fn ensure_server_tls(
+    cfg: &Config,
+    hsm: &Hsm,
+    store: &Store,
+    ca_cert: &Certificate,
+    ca_signer: &Arc<HsmSigner>,
+) -> Result<Option<String>, PkiError> {
+    let existing = store.server_tls().await?;
+    let (key, new_key, why) = match existing {
+        Some((key, der, names)) => {
+            let expiring = Certificate::from_der(&der)
+                .ok()
+                .map(|c| not_after(&c))
+                .is_none_or(|t| t < SystemTime::now() + Duration::from_secs(30 * 86_400));
+            if names == cfg.tls.names && !expiring {
+                return Ok(None);
+            }
+            let why = if expiring {
+                "expiring"
+            } else {
+                "names changed"
+            };
+            (key, false, why)
+        }
+        None => (
+            new_token_key(hsm, &cfg.tls.token, "tls", KeyAlgorithm::EcP256).await?,
+            true,
+            "new",
+        ),
+    };
+    let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
+    for name in &cfg.tls.names {
+        match name.parse::<IpAddr>() {
+            Ok(ip) => ip_addresses.push(ip),
+            Err(_) => dns_names.push(name.clone()),
+        }
+    }
+    let profile = Profile::TlsServer {
+        dns_names,
+        ip_addresses,
+    };
+    let subject = format!("CN={}", cfg.tls.names[0]);
+    let issued = issue(
+        ca_cert,
+        ca_signer,
+        profile,
+        &subject,
+        &key.public_key,
+        cfg.tls.validity_days,
+        "tls-server",
+    )
+    .await?;
+    store
+        .set_server_tls(&key, new_key, &issued, &cfg.tls.names)
+        .await?;
+    Ok(Some(format!(
+        "issued the server certificate for {} ({why})",
+        cfg.tls.names.join(", ")
+    )))
+}
+
+async fn ensure_admin(
+    cfg: &Config,
+    store: &Store,
+    ca_cert: &Certificate,
+    ca_signer: &Arc<HsmSigner>,
+    report: &InitReport,
+) -> Result<Option<String>, PkiError> {
+    let name = &cfg.admin.name;
+    if store.account_exists(name).await? {
+        return Ok(None);
+    }
+    // The admin's key is generated here, for the operator, in software: it is a client
+    // credential the operator carries, not a daemon key.
+    let secret = loop {
+        if let Ok(k) = p256::SecretKey::from_slice(random32()?.as_slice()) {
+            break k;
+        }
+    };
+    let spki = secret
+        .public_key()
+        .to_public_key_der()
+        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    let issued = issue(
+        ca_cert,
+        ca_signer,
+        Profile::MtlsClient,
+        &format!("CN={name}"),
+        spki.as_bytes(),
+        cfg.admin.validity_days,
+        "mtls-client",
+    )
+    .await?;
+    let key_pem = secret
+        .to_pkcs8_pem(der::pem::LineEnding::LF)
+        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    let cert_pem = Certificate::from_der(&issued.der)
+        .and_then(|c| c.to_pem(der::pem::LineEnding::LF))
+        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    // Files first, then the account: a failure in between leaves unused files that the next
+    // run overwrites, never an account whose key is lost.
+    write_file(&report.admin_key, key_pem.as_bytes(), 0o600)?;
+    write_file(&report.admin_cert, cert_pem.as_bytes(), 0o644)?;
+    store
+        .create_account_with_certificate(name, &["admin".to_owned()], &issued)
+        .await?;
+    Ok(Some(format!(
+        "created account `{name}` (role admin) with a client certificate: {} and {}",
+        report.admin_cert.display(),
+        report.admin_key.display()
+    )))
+}
+
+/// Issues a certificate for `spki_der` under `profile` and returns it ready to be stored.
+async fn issue(
+    ca_cert: &Certificate,
+    ca_signer: &Arc<HsmSigner>,
+    profile: Profile,
+    subject: &str,
+    spki_der: &[u8],
+    validity_days: u32,
+    profile_name: &'static str,
+) -> Result<NewCertificate, PkiError> {
+    let subject_name = signet_certs::parse_name(subject)?;
+    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)
+        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    let not_before = backdated_now();
+    let lifetime = Duration::from_secs(u64::from(validity_days) * 86_400);
+    let validity = signet_certs::validity(not_before, lifetime)?;
+    let serial = signet_certs::serial_from_random(random16()?);
+    let ca_cert = ca_cert.clone();
+    let signer = ca_signer.clone();
+    let cert = blocking(move || {
+        signet_certs::issue(
+            &ca_cert,
+            signer.as_ref(),
+            &profile,
+            subject_name,
+            spki,
+            serial,
+            validity,
+            &IssuerUrls::default(),
+        )
+    })
+    .await??;
+    let der = cert
+        .to_der()
+        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    Ok(NewCertificate {
+        serial: serial_hex(&cert),
+        profile: profile_name,
+        subject: subject.to_owned(),
+        fingerprint: crypto::sha256_hex(&der),
+        der,
+        not_before: OffsetDateTime::from(not_before),
+        not_after: OffsetDateTime::from(not_before + lifetime),
+    })
+}
+
+/// Generates a key on a token, labelled `signetd-<purpose>-<uuid>`, and returns its record.
+async fn new_token_key(
+    hsm: &Hsm,
+    token: &str,
+    purpose: &str,
+    algorithm: KeyAlgorithm,
+) -> Result<KeyRecord, PkiError> {
+    let id = uuid::Uuid::new_v4();
+    let label = format!("signetd-{purpose}-{id}");
+    let (h, t, l) = (hsm.clone(), token.to_owned(), label.clone());
+    let public_key = blocking(move || h.generate_key(&t, &l, algorithm)).await??;
+    Ok(KeyRecord {
+        id,
+        token: token.to_owned(),
+        label,
+        algorithm,
+        fingerprint: crypto::sha256_hex(&public_key),
+        public_key,
+        state: "active".into(),
+    })
+}
+
+/// The serial of a certificate as lower-case hex, the form stored and shown everywhere.
+pub fn serial_hex(cert: &Certificate) -> String {
+    hex::encode(cert.tbs_certificate().serial_number().as_bytes())
+}
+
+fn not_after(cert: &Certificate) -> SystemTime {
+    cert.tbs_certificate().validity().not_after.to_system_time()
+}
+
+/// Now, minus five minutes for clients with slow clocks.
+fn backdated_now() -> SystemTime {
+    SystemTime::now() - Duration::from_secs(300)
+}
+
+fn random16() -> Result<[u8; 16], PkiError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| PkiError::Config(format!("no randomness: {e}")))?;
+    Ok(b)
+}
+
+fn random32() -> Result<zeroize::Zeroizing<[u8; 32]>, PkiError> {
+    let mut b = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(b.as_mut()).map_err(|e| PkiError::Config(format!("no randomness: {e}")))?;
+    Ok(b)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PkiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PkiError::Hsm(HsmError::Worker(e.to_string())))
+}
+
+fn create_dir(dir: &Path) -> Result<(), PkiError> {
+    std::fs::create_dir_all(dir).map_err(|e| PkiError::Io {
+        path: dir.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes a file with `mode`, replacing it, and enforces the mode on an existing file too.
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let io = |e: std::io::Error| PkiError::Io {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)?;
+    file.write_all(contents).map_err(io)?;
+    file.sync_all().map_err(io)
+}

@@ -1,0 +1,475 @@
+//! store: the only module that writes SQL. PostgreSQL through a deadpool of tokio-postgres
+//! connections (TLS when the URL asks for it), migrations from `sql/` under an advisory lock,
+//! and the typed queries the rest of the daemon uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+use crate::config;
+use crate::hsm::KeyAlgorithm;
+
+mod embedded {
+    refinery::embed_migrations!("../sql");
+}
+
+/// Advisory lock key held while migrations run: "signet" followed by 1.
+const MIGRATION_LOCK: i64 = 0x7369_676e_6574_0001;
+
+/// Errors of the storage layer, grouped by what the caller should do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database cannot be reached now; retry later (HTTP 503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness or foreign-key rule refused the write (HTTP 409).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Stored data does not parse (a bug or tampering).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// The configuration of the connection is wrong.
+    #[error("database configuration: {0}")]
+    Config(String),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(code)
+                if *code == SqlState::UNIQUE_VIOLATION
+                    || *code == SqlState::FOREIGN_KEY_VIOLATION =>
+            {
+                StoreError::Conflict(e.to_string())
+            }
+            Some(code) if *code == SqlState::CHECK_VIOLATION => StoreError::Conflict(e.to_string()),
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// What a key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPurpose {
+    /// The CA key.
+    Ca,
+    /// The API listener's TLS key.
+    Tls,
+    /// The audit log's checkpoint key.
+    Audit,
+    /// A signing key of a ring.
+    Signing,
+}
+
+impl KeyPurpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Ca => "ca",
+            KeyPurpose::Tls => "tls",
+            KeyPurpose::Audit => "audit",
+            KeyPurpose::Signing => "signing",
+        }
+    }
+}
+
+/// A key held in a token, as recorded in the database.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// Stable id.
+    pub id: Uuid,
+    /// Configured token name.
+    pub token: String,
+    /// Label on the token.
+    pub label: String,
+    /// Algorithm.
+    pub algorithm: KeyAlgorithm,
+    /// SubjectPublicKeyInfo DER.
+    pub public_key: Vec<u8>,
+    /// SHA-256 of the SPKI, hex.
+    pub fingerprint: String,
+    /// `active`, `retired` or `missing`.
+    pub state: String,
+}
+
+/// A certificate the CA issued, ready to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewCertificate {
+    /// Serial, hex.
+    pub serial: String,
+    /// Profile name (`mtls-client`, `tls-server`, `document-signer`).
+    pub profile: &'static str,
+    /// Subject, RFC 4514.
+    pub subject: String,
+    /// SHA-256 of the DER, hex.
+    pub fingerprint: String,
+    /// DER.
+    pub der: Vec<u8>,
+    /// Validity start.
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    pub not_after: OffsetDateTime,
+}
+
+/// The caller behind a client certificate, looked up on every request.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Account name.
+    pub account: String,
+    /// Account roles.
+    pub roles: Vec<String>,
+    /// Certificate serial, hex.
+    pub serial: String,
+    /// Certificate subject.
+    pub subject: String,
+    /// `active`, `held` or `revoked`.
+    pub status: String,
+    /// Whether the account was deleted.
+    pub account_deleted: bool,
+    /// Certificate expiry.
+    pub not_after: OffsetDateTime,
+}
+
+/// Pool statistics for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStatus {
+    /// Connections that exist.
+    pub size: usize,
+    /// Idle connections.
+    pub available: usize,
+    /// Callers waiting.
+    pub waiting: usize,
+}
+
+/// The database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Builds the pool. No connection is made until first use, so a database that is down at
+    /// start is reported by `/readyz` rather than preventing the start.
+    pub fn connect(cfg: &config::Database) -> Result<Self, StoreError> {
+        if cfg.url.is_empty() {
+            return Err(StoreError::Config(
+                "database.url is not set (SIGNETD_DATABASE__URL)".into(),
+            ));
+        }
+        let mut pg: tokio_postgres::Config = cfg
+            .url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+        let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
+        pg.connect_timeout(timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("signetd");
+        }
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(cfg)?);
+        let manager = Manager::from_config(
+            pg,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(cfg.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Store { pool })
+    }
+
+    /// Applies the migrations in `sql/` that are not applied yet. An advisory lock makes
+    /// concurrent starts of several daemons take turns.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let client: &mut tokio_postgres::Client = &mut conn;
+        let result = embedded::migrations::runner()
+            .set_abort_divergent(true)
+            .run_async(client)
+            .await;
+        let unlocked = conn
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        let report = result.map_err(|e| StoreError::Migration(e.to_string()))?;
+        unlocked?;
+        for m in report.applied_migrations() {
+            tracing::info!(migration = %m, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let conn = self.pool.get().await?;
+        conn.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Pool statistics.
+    pub fn pool_status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus {
+            size: s.size,
+            available: s.available,
+            waiting: s.waiting,
+        }
+    }
+
+    /// Every recorded key.
+    pub async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "SELECT id, token, label, algorithm, public_key, fingerprint, state FROM keys ORDER BY created_at",
+                &[],
+            )
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Marks a key `active` or `missing` after comparing with the token.
+    pub async fn set_key_state(&self, id: Uuid, state: &str) -> Result<(), StoreError> {
+        let conn = self.pool.get().await?;
+        conn.execute("UPDATE keys SET state = $2 WHERE id = $1", &[&id, &state])
+            .await?;
+        Ok(())
+    }
+
+    /// The CA key and certificate, if `init` has run.
+    pub async fn ca(&self) -> Result<Option<(KeyRecord, Vec<u8>)>, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT k.id, k.token, k.label, k.algorithm, k.public_key, k.fingerprint, k.state, c.certificate \
+                 FROM ca c JOIN keys k ON k.id = c.key_id WHERE c.id = 1",
+                &[],
+            )
+            .await?;
+        row.map(|r| Ok((key_from_row(&r)?, r.try_get(7)?)))
+            .transpose()
+    }
+
+    /// Records the CA key and certificate in one transaction.
+    pub async fn create_ca(&self, key: &KeyRecord, certificate: &[u8]) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await?;
+        insert_key(&tx, key, KeyPurpose::Ca).await?;
+        tx.execute(
+            "INSERT INTO ca (id, key_id, certificate) VALUES (1, $1, $2)",
+            &[&key.id, &certificate],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The server key, certificate DER and names, if `init` has run.
+    pub async fn server_tls(
+        &self,
+    ) -> Result<Option<(KeyRecord, Vec<u8>, Vec<String>)>, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT k.id, k.token, k.label, k.algorithm, k.public_key, k.fingerprint, k.state, c.der, s.names \
+                 FROM server_tls s JOIN keys k ON k.id = s.key_id JOIN certificates c ON c.serial = s.serial \
+                 WHERE s.id = 1",
+                &[],
+            )
+            .await?;
+        row.map(|r| Ok((key_from_row(&r)?, r.try_get(7)?, r.try_get(8)?)))
+            .transpose()
+    }
+
+    /// Records a new server key (when `new_key` is set) and certificate, replacing the current
+    /// one, in one transaction.
+    pub async fn set_server_tls(
+        &self,
+        key: &KeyRecord,
+        new_key: bool,
+        certificate: &NewCertificate,
+        names: &[String],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await?;
+        if new_key {
+            insert_key(&tx, key, KeyPurpose::Tls).await?;
+        }
+        insert_certificate(&tx, None, certificate).await?;
+        tx.execute(
+            "INSERT INTO server_tls (id, key_id, serial, names) VALUES (1, $1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET key_id = $1, serial = $2, names = $3, updated_at = now()",
+            &[&key.id, &certificate.serial, &names],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether an account with this name exists (deleted or not).
+    pub async fn account_exists(&self, name: &str) -> Result<bool, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt("SELECT 1 FROM accounts WHERE name = $1", &[&name])
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Creates an account with its first certificate in one transaction.
+    pub async fn create_account_with_certificate(
+        &self,
+        name: &str,
+        roles: &[String],
+        certificate: &NewCertificate,
+    ) -> Result<Uuid, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await?;
+        let id = Uuid::new_v4();
+        tx.execute(
+            "INSERT INTO accounts (id, name, roles) VALUES ($1, $2, $3)",
+            &[&id, &name, &roles],
+        )
+        .await?;
+        insert_certificate(&tx, Some(id), certificate).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The caller holding the certificate with this SHA-256 fingerprint.
+    pub async fn identity(&self, fingerprint: &str) -> Result<Option<Identity>, StoreError> {
+        let conn = self.pool.get().await?;
+        let stmt = conn
+            .prepare_cached(
+                "SELECT a.name, a.roles, c.serial, c.subject, c.status, a.deleted_at IS NOT NULL, c.not_after \
+                 FROM certificates c JOIN accounts a ON a.id = c.account_id WHERE c.fingerprint = $1",
+            )
+            .await?;
+        let row = conn.query_opt(&stmt, &[&fingerprint]).await?;
+        row.map(|r| {
+            Ok(Identity {
+                account: r.try_get(0)?,
+                roles: r.try_get(1)?,
+                serial: r.try_get(2)?,
+                subject: r.try_get(3)?,
+                status: r.try_get(4)?,
+                account_deleted: r.try_get(5)?,
+                not_after: r.try_get(6)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Runs raw SQL. Only for tests and tools (e.g. to inspect state); never with request input.
+    #[doc(hidden)]
+    pub fn pool(&self) -> Arc<Pool> {
+        Arc::new(self.pool.clone())
+    }
+}
+
+async fn insert_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &KeyRecord,
+    purpose: KeyPurpose,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO keys (id, token, label, algorithm, purpose, public_key, fingerprint) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &key.id,
+            &key.token,
+            &key.label,
+            &key.algorithm.as_str(),
+            &purpose.as_str(),
+            &key.public_key,
+            &key.fingerprint,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_certificate(
+    tx: &deadpool_postgres::Transaction<'_>,
+    account: Option<Uuid>,
+    c: &NewCertificate,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO certificates (serial, account_id, profile, subject, fingerprint, der, not_before, not_after) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &c.serial,
+            &account,
+            &c.profile,
+            &c.subject,
+            &c.fingerprint,
+            &c.der,
+            &c.not_before,
+            &c.not_after,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn key_from_row(r: &tokio_postgres::Row) -> Result<KeyRecord, StoreError> {
+    let algorithm: String = r.try_get(3)?;
+    Ok(KeyRecord {
+        id: r.try_get(0)?,
+        token: r.try_get(1)?,
+        label: r.try_get(2)?,
+        algorithm: algorithm.parse().map_err(StoreError::Corrupt)?,
+        public_key: r.try_get(4)?,
+        fingerprint: r.try_get(5)?,
+        state: r.try_get(6)?,
+    })
+}
+
+/// The rustls client configuration for database connections: the configured CA file, or the
+/// system's roots.
+fn client_tls(cfg: &config::Database) -> Result<rustls::ClientConfig, StoreError> {
+    use rustls_pki_types::pem::PemObject as _;
+
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = &cfg.tls_ca_file {
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| StoreError::Config(format!("{}: {e}", path.display())))?
+        {
+            let cert = cert.map_err(|e| StoreError::Config(format!("{}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| StoreError::Config(format!("{}: {e}", path.display())))?;
+        }
+    } else {
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            // Skip the odd unparsable system certificate rather than refusing to start.
+            let _ = roots.add(cert);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

@@ -1,0 +1,141 @@
+//! tls: the API listener's rustls configuration — the server key stays in the token and signs
+//! handshakes through `rustls::sign::SigningKey`; clients must present a certificate that
+//! chains to the daemon's CA. Revocation is checked per request by the API, not here, because
+//! resumed sessions skip certificate verification.
+
+use std::sync::Arc;
+
+use rustls::SignatureScheme as TlsScheme;
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, Signer, SigningKey};
+use rustls_pki_types::CertificateDer;
+
+use crate::crypto::SignatureScheme;
+use crate::hsm::{Hsm, KeySlot};
+
+/// Errors while building the TLS configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// rustls refused the material.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// A token key seen by rustls.
+#[derive(Debug)]
+struct TokenKey {
+    hsm: Hsm,
+    key: Arc<KeySlot>,
+    scheme: SignatureScheme,
+}
+
+impl TokenKey {
+    fn tls_scheme(&self) -> TlsScheme {
+        match self.scheme {
+            SignatureScheme::EcdsaP256Sha256 => TlsScheme::ECDSA_NISTP256_SHA256,
+            SignatureScheme::EcdsaP384Sha384 => TlsScheme::ECDSA_NISTP384_SHA384,
+            SignatureScheme::Ed25519 => TlsScheme::ED25519,
+        }
+    }
+}
+
+impl SigningKey for TokenKey {
+    fn choose_scheme(&self, offered: &[TlsScheme]) -> Option<Box<dyn Signer>> {
+        let scheme = self.tls_scheme();
+        offered.contains(&scheme).then(|| {
+            Box::new(TokenSigner {
+                hsm: self.hsm.clone(),
+                key: self.key.clone(),
+                scheme: self.scheme,
+                tls_scheme: scheme,
+            }) as Box<dyn Signer>
+        })
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        match self.scheme {
+            SignatureScheme::Ed25519 => rustls::SignatureAlgorithm::ED25519,
+            _ => rustls::SignatureAlgorithm::ECDSA,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TokenSigner {
+    hsm: Hsm,
+    key: Arc<KeySlot>,
+    scheme: SignatureScheme,
+    tls_scheme: TlsScheme,
+}
+
+impl Signer for TokenSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        let sign = || {
+            self.hsm
+                .sign_blocking(&self.key, self.scheme, message)
+                .map_err(|e| rustls::Error::General(format!("token signature: {e}")))
+        };
+        // The handshake runs on a runtime worker; let the runtime move other tasks away while
+        // the token works.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(sign)
+            }
+            _ => sign(),
+        }
+    }
+
+    fn scheme(&self) -> TlsScheme {
+        self.tls_scheme
+    }
+}
+
+#[derive(Debug)]
+struct OneCert(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for OneCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// The API listener's configuration: server certificate chain (server, CA) with its key in the
+/// token, client certificates required and verified against the CA, ALPN h2 and http/1.1.
+pub fn server_config(
+    hsm: &Hsm,
+    key: Arc<KeySlot>,
+    server_cert: &[u8],
+    ca_cert: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let err = |e: &dyn std::fmt::Display| TlsError::Config(e.to_string());
+    let scheme = key
+        .algorithm()
+        .default_scheme()
+        .ok_or_else(|| TlsError::Config(format!("a {} key cannot serve TLS", key.algorithm())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_cert.to_vec()))
+        .map_err(|e| err(&e))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| err(&e))?;
+    let signing_key = Arc::new(TokenKey {
+        hsm: hsm.clone(),
+        key,
+        scheme,
+    });
+    let chain = vec![
+        CertificateDer::from(server_cert.to_vec()),
+        CertificateDer::from(ca_cert.to_vec()),
+    ];
+    let certified = Arc::new(CertifiedKey::new(chain, signing_key));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(OneCert(certified)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
