@@ -24,6 +24,8 @@ pub struct Metrics {
     pub hsm_duration: HistogramVec,
     /// 1 when the token was usable at the last check, by configured token name.
     pub hsm_token_up: IntGaugeVec,
+    /// Sessions re-established after a transient token error (lost session or login).
+    pub hsm_recoveries: IntCounterVec,
     /// Token signatures that failed software verification and were withheld (invariant 8).
     pub hsm_bad_signatures: IntCounter,
     /// Database pool: connections that exist.
@@ -75,6 +77,13 @@ impl Metrics {
             )?,
             hsm_token_up: IntGaugeVec::new(
                 Opts::new("hsm_token_up", "1 when the token is usable"),
+                &["token"],
+            )?,
+            hsm_recoveries: IntCounterVec::new(
+                Opts::new(
+                    "hsm_recoveries_total",
+                    "Sessions re-established after a transient token error",
+                ),
                 &["token"],
             )?,
             hsm_bad_signatures: IntCounter::new(

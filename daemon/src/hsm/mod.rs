@@ -347,7 +347,7 @@ impl Hsm {
     ) -> Result<Vec<u8>, HsmError> {
         let (mechanism, input) = scheme.prepare(message);
         let start = Instant::now();
-        let raw = key.sign_raw(&self.inner.ctx, mechanism, &input);
+        let raw = key.sign_raw(&self.inner.ctx, &self.inner.metrics, mechanism, &input);
         self.observe("sign", start, &raw);
         let signature = scheme
             .finish(&raw?)
@@ -398,6 +398,7 @@ impl KeySlot {
     fn sign_raw(
         &self,
         ctx: &Pkcs11,
+        metrics: &Metrics,
         mechanism: TokenMechanism,
         input: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
@@ -420,6 +421,10 @@ impl KeySlot {
                 }
                 Err(e) if e.is_transient() && attempt == 0 => {
                     tracing::warn!(key = %self.label, error = %e, "HSM session lost; recovering");
+                    metrics
+                        .hsm_recoveries
+                        .with_label_values(&[&self.token.label])
+                        .inc();
                     *state = SlotState::default();
                     self.token.forget_slot();
                     last = Some(e);

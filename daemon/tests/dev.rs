@@ -1,0 +1,167 @@
+//! `signetd dev` on a new directory serves within 30 s; the curl line it prints works as
+//! printed; `. DIR/env` and the same curl with the variables works; a second run reuses DIR.
+//! `signetd hsm-bench` prints the token ceiling for 1 and 2 sessions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+struct Dev {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Dev {
+    fn start(dir: &std::path::Path) -> Dev {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_signetd"))
+            .args(["dev", "--dir", support::s(dir)])
+            .env_remove("SOFTHSM2_CONF")
+            .env_remove("SIGNETD_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Dev { child, lines }
+    }
+
+    /// The printed lines up to the first blank line after the curl lines.
+    fn banner(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    let done = line.starts_with("Ctrl-C");
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!("signetd dev did not print its banner in time: {seen:?}");
+    }
+
+    fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "signetd dev exited with {status}");
+    }
+}
+
+fn sh(line: &str) -> String {
+    let out = Command::new("sh").args(["-c", line]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{line}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn dev_serves_quickly_and_its_printed_lines_work() {
+    support::require_tool("curl", "curl");
+    let tmp = tempfile::Builder::new()
+        .prefix("signetd-dev-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().join("instance");
+
+    for round in 0..2 {
+        let started = Instant::now();
+        let dev = Dev::start(&dir);
+        let banner = dev.banner(Duration::from_secs(30));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(30),
+            "round {round}: took {elapsed:?}"
+        );
+
+        let curl_line = banner
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with("curl --cacert"))
+            .expect("a curl line");
+        let who: serde_json::Value = serde_json::from_str(&sh(curl_line)).unwrap();
+        assert_eq!(who["account"], "admin", "round {round}");
+
+        let env_line = banner
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with(". ") && l.contains("$SIGNETD_API_URL"))
+            .expect("an env line");
+        let who: serde_json::Value = serde_json::from_str(&sh(env_line)).unwrap();
+        assert_eq!(who["account"], "admin", "round {round}");
+
+        // Every variable the env file promises is set and points at something real.
+        let env = sh(&format!(
+            ". {}/env && printf '%s\\n' \"$SIGNETD_API_URL\" \"$SIGNETD_PUBLIC_URL\" \"$SIGNETD_METRICS_URL\" \"$SIGNETD_CA\" \"$SIGNETD_CLIENT_CERT\" \"$SIGNETD_CLIENT_KEY\" \"$SOFTHSM2_CONF\" \"$SIGNETD_DATABASE_URL\"",
+            support::s(&dir)
+        ));
+        let vars: Vec<&str> = env.lines().collect();
+        assert_eq!(vars.len(), 8, "{env}");
+        assert!(vars.iter().all(|v| !v.is_empty()), "{env}");
+        for file in &vars[3..7] {
+            assert!(std::path::Path::new(file).is_file(), "{file}");
+        }
+        let ready = sh(&format!(
+            ". {}/env && curl -sS \"$SIGNETD_PUBLIC_URL/readyz\"",
+            support::s(&dir)
+        ));
+        assert!(ready.contains("\"ready\""), "{ready}");
+        let metrics = sh(&format!(
+            ". {}/env && curl -sS \"$SIGNETD_METRICS_URL/metrics\"",
+            support::s(&dir)
+        ));
+        assert!(metrics.contains("signetd_hsm_token_up"), "{metrics}");
+
+        if round == 0 {
+            // The token ceiling, through the env file, for 1 and 2 sessions.
+            let bench = sh(&format!(
+                ". {}/env && {} hsm-bench --seconds 0.3 --algorithms ec-p256,ed25519",
+                support::s(&dir),
+                env!("CARGO_BIN_EXE_signetd")
+            ));
+            for alg in ["ec-p256", "ed25519"] {
+                for sessions in ["1", "2"] {
+                    let row = bench
+                        .lines()
+                        .find(|l| {
+                            let cols: Vec<&str> = l.split_whitespace().collect();
+                            cols.first() == Some(&alg) && cols.get(1) == Some(&sessions)
+                        })
+                        .unwrap_or_else(|| panic!("no {alg}/{sessions} row: {bench}"));
+                    let rate: f64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+                    assert!(rate > 0.0, "{row}");
+                }
+            }
+        }
+        dev.stop();
+    }
+    // PostgreSQL stopped with the daemon.
+    assert!(
+        !signet_pgcluster::Cluster::create_or_open(&dir.join("pg"))
+            .unwrap()
+            .is_running()
+            .unwrap()
+    );
+}

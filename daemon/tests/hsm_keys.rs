@@ -1,0 +1,98 @@
+//! Every key type generated through the daemon's HSM layer in a real SoftHSM2 token is
+//! sensitive, always sensitive and never extractable — as the token reports it through PKCS#11
+//! and as `pkcs11-tool --list-objects` (OpenSC) independently shows — and signs.
+//!
+//! This binary holds one test because SoftHSM2 reads SOFTHSM2_CONF once per process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use signetd::crypto::SignatureScheme;
+use signetd::hsm::{Hsm, KeyAlgorithm, TokenSpec};
+
+#[test]
+fn generated_keys_never_leave_the_token() {
+    let instance = support::Instance::new();
+    // SAFETY: the only test of this binary, before any thread that reads the environment.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("SOFTHSM2_CONF", instance.softhsm.conf_path());
+    }
+    let metrics = signetd::metrics::Metrics::new().unwrap();
+    let hsm = Hsm::open(
+        instance.softhsm.module_path(),
+        vec![TokenSpec {
+            name: "signing".into(),
+            label: "test-signing".into(),
+            pin: support::PIN.to_owned().into(),
+        }],
+        2,
+        metrics,
+    )
+    .unwrap();
+
+    for alg in KeyAlgorithm::ALL {
+        let label = format!("k-{alg}");
+        let spki = hsm.generate_key("signing", &label, *alg).unwrap();
+        assert!(!spki.is_empty());
+        let info = hsm.key_info("signing", &label).unwrap();
+        assert!(info.sensitive, "{alg}: {info:?}");
+        assert!(!info.extractable, "{alg}: {info:?}");
+        assert!(info.always_sensitive, "{alg}: {info:?}");
+        assert!(info.never_extractable, "{alg}: {info:?}");
+        // The public key read back later is the one generation returned.
+        assert_eq!(hsm.public_key("signing", &label, *alg).unwrap(), spki);
+        // Keys with a default scheme sign, and the signature verifies in software.
+        if let Some(scheme) = alg.default_scheme() {
+            let key = hsm.key("signing", &label, *alg).unwrap();
+            let sig = hsm.sign_blocking(&key, scheme, b"message").unwrap();
+            scheme.verify(&spki, b"message", &sig).unwrap();
+            assert!(scheme.verify(&spki, b"messagE", &sig).is_err());
+        }
+    }
+
+    // The independent view: OpenSC's pkcs11-tool lists every key as locked in the token.
+    let listed = instance
+        .softhsm
+        .list_private_keys("test-signing", support::PIN)
+        .unwrap();
+    for alg in KeyAlgorithm::ALL {
+        let label = format!("k-{alg}");
+        let key = listed
+            .iter()
+            .find(|k| k.label == label)
+            .unwrap_or_else(|| panic!("{label} not listed: {listed:?}"));
+        assert!(key.is_locked_in_token(), "{label}: {key:?}");
+        assert!(
+            !key.usage.iter().any(|u| u == "decrypt" || u == "unwrap"),
+            "{label} may only sign: {key:?}"
+        );
+    }
+
+    // The P-256 signature also verifies with OpenSSL, given the public key the token reports.
+    let key = hsm
+        .key("signing", "k-ec-p256", KeyAlgorithm::EcP256)
+        .unwrap();
+    let sig = hsm
+        .sign_blocking(&key, SignatureScheme::EcdsaP256Sha256, b"hello openssl")
+        .unwrap();
+    let dir = instance.dir.path();
+    std::fs::write(dir.join("msg"), b"hello openssl").unwrap();
+    std::fs::write(dir.join("sig"), &sig).unwrap();
+    std::fs::write(dir.join("pub.der"), key.public_key()).unwrap();
+    let out = support::run_ok(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            support::s(&dir.join("pub.der")),
+            "-keyform",
+            "DER",
+            "-signature",
+            support::s(&dir.join("sig")),
+            support::s(&dir.join("msg")),
+        ],
+    );
+    assert!(out.contains("Verified OK"), "{out}");
+}
