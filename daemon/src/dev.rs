@@ -183,13 +183,18 @@ pub fn banner(addresses: &Addresses, files: &ClientFiles, env_path: &Path) -> St
          \n\
          Public listener:  curl http://{public}/readyz   (CA certificate: http://{public}/ca.pem)\n\
          Metrics:          curl http://{metrics}/metrics\n\
-         Token ceiling:    . {env} && signetd hsm-bench\n\
+         Token ceiling:    . {env} && {exe} hsm-bench\n\
          \n\
          Ctrl-C stops the daemon and its PostgreSQL; `signetd dev` again picks up where it left off.\n",
         ca = shell_quote(&files.ca.display().to_string()),
         cert = shell_quote(&files.cert.display().to_string()),
         key = shell_quote(&files.key.display().to_string()),
         env = shell_quote(&env_path.display().to_string()),
+        exe = shell_quote(
+            &std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "signetd".into())
+        ),
         public = addresses.public,
         metrics = addresses.metrics,
     )

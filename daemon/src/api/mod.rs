@@ -99,11 +99,7 @@ async fn observe(
     let method = request.method().clone();
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("request", id = %request_id, %listener, %method, %route);
-    let mut response = {
-        let _guard = span.enter();
-        drop(_guard);
-        tracing::Instrument::instrument(next.run(request), span.clone()).await
-    };
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let status = response.status();
     app.metrics
         .http_requests

@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
@@ -167,8 +167,17 @@ impl Hsm {
     /// needed. Updates the `hsm_token_up` gauge.
     pub fn check_token(&self, name: &str) -> Result<(), HsmError> {
         let token = self.token(name)?;
+        // A session that lost its login (another session logged out) counts as down, so the
+        // keeper re-opens and logs in again.
         let result = token.with_keeper(&self.inner.ctx, |session| {
-            session.get_session_info().map(|_| ())
+            let state = session.get_session_info()?.session_state();
+            match state {
+                SessionState::RoUser | SessionState::RwUser => Ok(()),
+                _ => Err(CkError::Pkcs11(
+                    RvError::UserNotLoggedIn,
+                    Function::GetSessionInfo,
+                )),
+            }
         });
         let up = result.is_ok();
         token.up.store(up, Ordering::Relaxed);

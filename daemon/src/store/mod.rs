@@ -378,12 +378,6 @@ impl Store {
         })
         .transpose()
     }
-
-    /// Runs raw SQL. Only for tests and tools (e.g. to inspect state); never with request input.
-    #[doc(hidden)]
-    pub fn pool(&self) -> Arc<Pool> {
-        Arc::new(self.pool.clone())
-    }
 }
 
 async fn insert_key(
