@@ -5,7 +5,8 @@ use std::fmt;
 
 use const_oid::ObjectIdentifier;
 
-/// Why a certificate could not be made. Nothing was signed unless the variant says so.
+/// Why a certificate, CRL or OCSP response could not be made, or a request (CSR, OCSP request)
+/// was refused. Nothing was signed unless the variant says so.
 ///
 /// The variants are grouped by who has to act: the requester ([`CertError::InvalidRequest`]),
 /// the operator ([`CertError::Issuer`]), the signer/HSM layer ([`CertError::Signer`]), or a
@@ -39,8 +40,9 @@ impl From<SignerError> for CertError {
     }
 }
 
-/// What is wrong with a certificate request. Messages contain only request data (names), never
-/// key material.
+/// What is wrong with a request: the parts of a certificate request, a PKCS#10 CSR, or an OCSP
+/// request. Messages are safe to show to the requester: they contain only request data (names,
+/// OIDs, sizes) and DER positions, never key material.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
@@ -64,9 +66,68 @@ pub enum RequestError {
     #[error("unsupported subject public key algorithm {0}")]
     UnsupportedKeyAlgorithm(ObjectIdentifier),
 
-    /// The validity period is empty, out of range, or outlasts the CA certificate.
+    /// The validity period is empty, out of range, or outlasts the CA certificate; or a CRL's
+    /// or OCSP response's nextUpdate is not after its thisUpdate.
     #[error("invalid validity: {0}")]
     InvalidValidity(&'static str),
+
+    /// The encoded request (CSR or OCSP request) is larger than the limit; it was not parsed.
+    #[error("the request is {size} bytes long, more than the limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the input in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// The certification request is not a DER (or PEM) PKCS#10 `CertificationRequest`:
+    /// garbage, a wrong structure, non-DER encoding, or trailing data.
+    #[error("malformed certification request: {0}")]
+    MalformedCsr(der::Error),
+
+    /// The certification request is well-formed DER but not acceptable (wrong PEM label, a
+    /// duplicated or undecodable extension request, ...).
+    #[error("invalid certification request: {0}")]
+    InvalidCsr(&'static str),
+
+    /// The elliptic curve of an EC subject key is not P-256 or P-384.
+    #[error("unsupported elliptic curve {0}")]
+    UnsupportedCurve(ObjectIdentifier),
+
+    /// The RSA subject key is too short (or longer than a verifier accepts).
+    #[error("RSA keys must have {min} to {max} bits; this one has {bits}")]
+    RsaKeySize {
+        /// Bits of the key's modulus.
+        bits: usize,
+        /// The smallest accepted size.
+        min: usize,
+        /// The largest accepted size.
+        max: usize,
+    },
+
+    /// The subject public key cannot be decoded for its algorithm (not a point on the curve, a
+    /// malformed RSA key, ...).
+    #[error("the subject public key is not a valid {0} key")]
+    InvalidPublicKey(&'static str),
+
+    /// The request's signature algorithm is unknown, insecure (SHA-1), has wrong parameters,
+    /// or does not fit the key.
+    #[error("signature algorithm {0} is not supported for this key")]
+    UnsupportedSignatureAlgorithm(ObjectIdentifier),
+
+    /// The request's self-signature does not verify with its own public key.
+    #[error("the request's signature does not verify with its public key")]
+    BadSignature,
+
+    /// The OCSP request is not a DER `OCSPRequest` (RFC 6960): garbage, a wrong structure,
+    /// non-DER encoding, or trailing data.
+    #[error("malformed OCSP request: {0}")]
+    MalformedOcspRequest(der::Error),
+
+    /// The OCSP request is well-formed DER but not acceptable (no or too many CertIDs, an
+    /// unsupported hash algorithm, a bad nonce, an unknown critical extension, ...).
+    #[error("invalid OCSP request: {0}")]
+    InvalidOcspRequest(&'static str),
 }
 
 /// Why the issuing CA cannot issue. Each of these is a configuration error.
@@ -98,6 +159,21 @@ pub enum IssuerError {
     /// A CRL or OCSP URL is not an `http://` or `https://` URL of printable ASCII.
     #[error("invalid issuer URL {0:?}")]
     InvalidUrl(String),
+
+    /// The issuer certificate's keyUsage does not allow signing CRLs (cRLSign).
+    #[error("the issuer certificate is not allowed to sign CRLs")]
+    NotACrlIssuer,
+
+    /// The OCSP responder certificate lacks the OCSPSigning extended key usage, or the
+    /// responder id names another key or name than the signer's.
+    #[error("the OCSP responder certificate or id does not fit the signer")]
+    NotAnOcspResponder,
+
+    /// The CA certificate has a shape this crate cannot make CRLs for: its
+    /// authorityKeyIdentifier is not its own key identifier (it is not self-issued), and
+    /// x509-cert's CRL builder would copy it into the CRL.
+    #[error("CRLs for this CA certificate are not supported: {0}")]
+    UnsupportedCaCertificate(&'static str),
 }
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;

@@ -45,7 +45,8 @@ pub fn self_signed_ca(
 /// Extensions: basicConstraints CA:FALSE (critical), keyUsage (critical) and
 /// extendedKeyUsage per [`Profile`], subjectAltName for [`Profile::TlsServer`],
 /// subjectKeyIdentifier from `spki`, authorityKeyIdentifier = the CA's subjectKeyIdentifier,
-/// and cRLDistributionPoints / authorityInfoAccess (OCSP) for each URL set in `urls`.
+/// and cRLDistributionPoints / authorityInfoAccess (OCSP) for each URL set in `urls` (except
+/// for [`Profile::OcspResponder`], whose certificate carries `id-pkix-ocsp-nocheck` instead).
 ///
 /// Fails before signing if `signer`'s public key is not `ca`'s, if `ca` may not sign
 /// certificates, if the validity ends after `ca`'s, or if the request does not fit the profile.
@@ -62,14 +63,7 @@ pub fn issue(
 ) -> Result<Certificate, CertError> {
     let ca_tbs = ca.tbs_certificate();
     let key = IssuerKey::new(signer)?;
-    let signer_key = key.spki().to_der().map_err(CertError::encoding)?;
-    let ca_key = ca_tbs
-        .subject_public_key_info()
-        .to_der()
-        .map_err(CertError::encoding)?;
-    if signer_key != ca_key {
-        return Err(IssuerError::KeyMismatch.into());
-    }
+    check_signer_key(ca, &key)?;
     check_is_ca(ca)?;
 
     check_order(&validity)?;
@@ -99,28 +93,49 @@ fn check_order(validity: &Validity) -> Result<(), RequestError> {
     Ok(())
 }
 
+/// The signer's public key must be the CA certificate's.
+pub(crate) fn check_signer_key(ca: &Certificate, key: &IssuerKey<'_>) -> Result<(), CertError> {
+    let signer_key = key.spki().to_der().map_err(CertError::encoding)?;
+    let ca_key = ca
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(CertError::encoding)?;
+    if signer_key != ca_key {
+        return Err(IssuerError::KeyMismatch.into());
+    }
+    Ok(())
+}
+
 /// The issuer must be a CA (basicConstraints CA:TRUE) whose keyUsage, if present, allows
 /// keyCertSign (RFC 5280 section 4.2.1.9).
 fn check_is_ca(ca: &Certificate) -> Result<(), IssuerError> {
-    let tbs = ca.tbs_certificate();
-    let basic = tbs
+    let basic = ca
+        .tbs_certificate()
         .get_extension::<BasicConstraints>()
         .map_err(IssuerError::InvalidCaCertificate)?;
     if !basic.is_some_and(|(_, bc)| bc.ca) {
         return Err(IssuerError::NotACa);
     }
-    let usage = tbs
-        .get_extension::<KeyUsage>()
-        .map_err(IssuerError::InvalidCaCertificate)?;
-    if usage.is_some_and(|(_, ku)| !ku.0.contains(KeyUsages::KeyCertSign)) {
+    if !key_usage_allows(ca, KeyUsages::KeyCertSign)? {
         return Err(IssuerError::NotACa);
     }
     Ok(())
 }
 
+/// Whether `cert`'s keyUsage allows `usage`; a certificate without keyUsage allows everything
+/// (RFC 5280 section 4.2.1.3).
+pub(crate) fn key_usage_allows(cert: &Certificate, usage: KeyUsages) -> Result<bool, IssuerError> {
+    let key_usage = cert
+        .tbs_certificate()
+        .get_extension::<KeyUsage>()
+        .map_err(IssuerError::InvalidCaCertificate)?;
+    Ok(key_usage.is_none_or(|(_, ku)| ku.0.contains(usage)))
+}
+
 /// The leaf's authorityKeyIdentifier: the CA's subjectKeyIdentifier, or, for a CA certificate
 /// without one, the same SHA-1 key identifier computed from its public key.
-fn authority_key_id(ca: &Certificate) -> Result<AuthorityKeyIdentifier, CertError> {
+pub(crate) fn authority_key_id(ca: &Certificate) -> Result<AuthorityKeyIdentifier, CertError> {
     let tbs = ca.tbs_certificate();
     let ski = match tbs
         .get_extension::<SubjectKeyIdentifier>()

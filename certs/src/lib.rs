@@ -1,19 +1,34 @@
-//! X.509 building blocks of signetd: certificate profiles and issuance over a signer trait.
+//! X.509 building blocks of signetd: certificate profiles and issuance, CSR parsing, CRLs and
+//! OCSP, over a signer trait.
 //!
 //! No IO and no PKCS#11 here.
 //!
 //! The daemon implements [`TbsSigner`] over an HSM key; tests implement it over software keys.
-//! Everything here is pure: names, keys, serials and times come in as arguments, certificates
-//! come out as [`Certificate`] values (encode them with [`der::Encode`] or
-//! [`der::EncodePem`]).
+//! Everything here is pure: names, keys, serials, times and revocation entries come in as
+//! arguments; certificates and CRLs come out as values (encode them with [`der::Encode`] or
+//! [`der::EncodePem`]), OCSP responses as DER bytes.
+//!
+//! - Issuing: [`self_signed_ca`], [`issue`] under a [`Profile`].
+//! - Requests from clients: [`parse_csr`] (PKCS#10) and [`parse_ocsp_request`] take untrusted
+//!   bytes and return checked values or a [`CertError::InvalidRequest`] whose message can be
+//!   shown to the client.
+//! - Revocation: [`build_crl`]; [`build_ocsp_response`] and [`ocsp_error_response`].
 //!
 //! **Invariant:** nothing is signed before the whole request has been checked: the signer's key
 //! against the CA certificate, the profile's names, the validity.
+//!
+//! **Invariant:** a CSR is accepted only with a valid self-signature under a key this CA
+//! certifies (EC P-256/P-384, RSA of at least 2048 bits, Ed25519); the CA, not the CSR, decides
+//! what goes into the certificate.
 
+mod crl;
+mod csr;
 mod error;
 mod issue;
+pub mod ocsp;
 mod profile;
 mod signer;
+mod verify;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -21,8 +36,14 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use x509_cert::time::Time;
 
+pub use crate::crl::{Reason, RevokedEntry, build_crl, crl_to_der, crl_to_pem};
+pub use crate::csr::{CsrLimits, ValidatedCsr, parse_csr};
 pub use crate::error::{CertError, EncodingError, IssuerError, RequestError, SignerError};
 pub use crate::issue::{issue, self_signed_ca};
+pub use crate::ocsp::{
+    CertId, CertStatus, HashAlgorithm, OcspErrorStatus, OcspRequest, ResponderId, SingleResponse,
+    build_ocsp_response, cert_id_matches_issuer, ocsp_error_response, parse_ocsp_request,
+};
 pub use crate::profile::{ID_KP_DOCUMENT_SIGNING, IssuerUrls, Profile};
 pub use crate::signer::TbsSigner;
 
@@ -31,6 +52,8 @@ pub use spki;
 pub use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 pub use x509_cert;
 pub use x509_cert::Certificate;
+pub use x509_cert::crl::CertificateList;
+pub use x509_cert::ext::pkix::name::GeneralName;
 pub use x509_cert::name::Name;
 pub use x509_cert::serial_number::SerialNumber;
 pub use x509_cert::time::Validity;

@@ -7,8 +7,9 @@
 use std::net::IpAddr;
 
 use const_oid::ObjectIdentifier;
-use const_oid::db::{rfc5280, rfc5912, rfc8410};
-use der::asn1::Ia5String;
+use const_oid::db::{rfc5280, rfc5912, rfc6960, rfc8410};
+use der::Encode;
+use der::asn1::{Ia5String, Null, OctetString};
 use spki::{SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::certificate::TbsCertificate;
@@ -45,6 +46,11 @@ pub enum Profile {
     /// Document signer: keyUsage digitalSignature and nonRepudiation (contentCommitment),
     /// extendedKeyUsage documentSigning ([`ID_KP_DOCUMENT_SIGNING`], RFC 9336).
     DocumentSigner,
+    /// Delegated OCSP responder (RFC 6960 section 4.2.2.2): keyUsage digitalSignature,
+    /// extendedKeyUsage OCSPSigning, and `id-pkix-ocsp-nocheck` (relying parties do not check
+    /// the responder certificate's own revocation, so issue it for a short time). It carries no
+    /// cRLDistributionPoints or authorityInfoAccess.
+    OcspResponder,
 }
 
 /// Where relying parties find revocation information for certificates of this CA. Each URL
@@ -115,6 +121,7 @@ pub(crate) struct LeafProfile {
     authority_key_id: AuthorityKeyIdentifier,
     crl_distribution_points: Option<CrlDistributionPoints>,
     authority_info_access: Option<AuthorityInfoAccessSyntax>,
+    ocsp_no_check: bool,
 }
 
 impl LeafProfile {
@@ -168,6 +175,18 @@ impl LeafProfile {
                 ID_KP_DOCUMENT_SIGNING,
                 None,
             ),
+            Profile::OcspResponder => (
+                KeyUsages::DigitalSignature.into(),
+                rfc5280::ID_KP_OCSP_SIGNING,
+                None,
+            ),
+        };
+        // With id-pkix-ocsp-nocheck nobody looks up the responder's revocation status.
+        let ocsp_no_check = *profile == Profile::OcspResponder;
+        let urls = if ocsp_no_check {
+            &IssuerUrls::default()
+        } else {
+            urls
         };
         if subject.is_empty() && subject_alt_name.is_none() {
             return Err(RequestError::EmptySubject.into());
@@ -206,6 +225,7 @@ impl LeafProfile {
             authority_key_id,
             crl_distribution_points,
             authority_info_access,
+            ocsp_no_check,
         })
     }
 }
@@ -249,6 +269,14 @@ impl BuilderProfile for LeafProfile {
         }
         if let Some(aia) = &self.authority_info_access {
             push(&mut extensions, subject, aia)?;
+        }
+        if self.ocsp_no_check {
+            // id-pkix-ocsp-nocheck ::= NULL, non-critical (RFC 6960 section 4.2.2.2.1).
+            extensions.push(Extension {
+                extn_id: rfc6960::ID_PKIX_OCSP_NOCHECK,
+                critical: false,
+                extn_value: OctetString::new(Null.to_der()?)?,
+            });
         }
         Ok(extensions)
     }

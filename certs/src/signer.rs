@@ -74,6 +74,11 @@ impl<'a> IssuerKey<'a> {
         &self.public_key.0
     }
 
+    /// The signer's signature algorithm.
+    pub(crate) fn algorithm(&self) -> &AlgorithmIdentifierOwned {
+        &self.algorithm
+    }
+
     /// Finalizes `builder`, signs the to-be-signed bytes with the signer, and assembles the
     /// signed object.
     pub(crate) fn build<B: Builder>(&self, mut builder: B) -> Result<B::Output, CertError> {

@@ -5,64 +5,28 @@
 // A test should stop at the first unexpected error, with that error in the message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::error::Error as _;
-use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, SystemTime};
+mod common;
 
+use std::error::Error as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{
+    CA_NAME, LyingSigner, P256Signer, Pki, ca_validity, leaf_validity, make_ca, now_minus_skew,
+    openssl, openssl_ok, pki, random_serial, subject_key, write_pem,
+};
 use const_oid::db::{rfc5912, rfc8410};
 use der::asn1::BitString;
-use der::{Decode, Encode, EncodePem};
-use p256::elliptic_curve::Generate;
-use sha2::{Digest, Sha256};
-use signature::hazmat::PrehashSigner;
+use der::{Decode, Encode};
 use signet_certs::{
     AlgorithmIdentifierOwned, CertError, Certificate, IssuerError, IssuerUrls, Name, RequestError,
-    SignerError, SubjectPublicKeyInfoOwned, TbsSigner, Validity, fingerprint_sha256, issue,
-    parse_name, self_signed_ca, serial_from_random, validity,
+    SignerError, SubjectPublicKeyInfoOwned, TbsSigner, fingerprint_sha256, issue, parse_name,
+    self_signed_ca, validity,
 };
-use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------------------------
 // Software signers standing in for HSM keys.
-
-/// A P-256 key that signs like an HSM doing CKM_ECDSA: hash with SHA-256, sign the digest,
-/// DER-encode (r, s).
-struct P256Signer {
-    key: p256::ecdsa::SigningKey,
-}
-
-impl P256Signer {
-    fn generate() -> Self {
-        Self {
-            key: p256::ecdsa::SigningKey::generate_from_rng(&mut rand::rng()),
-        }
-    }
-}
-
-impl TbsSigner for P256Signer {
-    fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
-        AlgorithmIdentifierOwned {
-            oid: rfc5912::ECDSA_WITH_SHA_256,
-            parameters: None,
-        }
-    }
-
-    fn public_key(&self) -> SubjectPublicKeyInfoOwned {
-        SubjectPublicKeyInfoOwned::from_key(self.key.verifying_key()).unwrap()
-    }
-
-    fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, SignerError> {
-        let digest = Sha256::digest(tbs);
-        let signature: p256::ecdsa::Signature = self
-            .key
-            .sign_prehash(&digest)
-            .map_err(|e| SignerError::with_source("ECDSA signing failed", e))?;
-        Ok(signature.to_der().as_bytes().to_vec())
-    }
-}
 
 /// An Ed25519 key: the signature is the raw 64 bytes.
 struct Ed25519Signer {
@@ -87,26 +51,6 @@ impl TbsSigner for Ed25519Signer {
     fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, SignerError> {
         use ed25519_dalek::Signer as _;
         Ok(self.key.sign(tbs).to_bytes().to_vec())
-    }
-}
-
-/// Claims one key but signs with another: what a misconfigured or faulty token would do.
-struct LyingSigner {
-    claimed: P256Signer,
-    actual: P256Signer,
-}
-
-impl TbsSigner for LyingSigner {
-    fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
-        self.claimed.signature_algorithm()
-    }
-
-    fn public_key(&self) -> SubjectPublicKeyInfoOwned {
-        self.claimed.public_key()
-    }
-
-    fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, SignerError> {
-        self.actual.sign(tbs)
     }
 }
 
@@ -141,32 +85,6 @@ impl TbsSigner for FailingSigner<'_> {
 
 // ---------------------------------------------------------------------------------------------
 // OpenSSL.
-
-/// Runs `openssl` with explicit arguments (no shell) in `dir`. Fails the test if OpenSSL is
-/// missing: it is the independent verifier, so its absence must not look like success.
-fn openssl(dir: &Path, args: &[&str]) -> Output {
-    match Command::new("openssl").args(args).current_dir(dir).output() {
-        Ok(output) => output,
-        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
-            "the `openssl` binary was not found on PATH; these tests use it as the independent \
-             verifier: install the `openssl` package (e.g. `apt-get install openssl`)"
-        ),
-        Err(e) => panic!("could not run openssl {args:?}: {e}"),
-    }
-}
-
-/// Runs `openssl`, requires success, returns stdout.
-fn openssl_ok(dir: &Path, args: &[&str]) -> String {
-    let out = openssl(dir, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// `openssl verify -CAfile ca <options> leaf`: Ok(()) if it printed "<leaf>: OK", else
 /// Err(everything it printed).
@@ -250,91 +168,6 @@ fn key_id(value: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
-
-const CA_NAME: &str = "CN=signetd test CA,O=signetd";
-
-struct Pki {
-    dir: TempDir,
-    ca_signer: P256Signer,
-    ca: Certificate,
-    urls: IssuerUrls,
-}
-
-fn now_minus_skew() -> SystemTime {
-    SystemTime::now() - Duration::from_secs(300)
-}
-
-fn ca_validity() -> Validity {
-    validity(now_minus_skew(), Duration::from_secs(10 * 365 * 86_400)).unwrap()
-}
-
-fn leaf_validity() -> Validity {
-    validity(now_minus_skew(), Duration::from_secs(86_400)).unwrap()
-}
-
-fn random_serial() -> signet_certs::SerialNumber {
-    serial_from_random(rand::random())
-}
-
-fn make_ca(signer: &dyn TbsSigner, name: &str) -> Certificate {
-    self_signed_ca(
-        signer,
-        &parse_name(name).unwrap(),
-        ca_validity(),
-        random_serial(),
-    )
-    .unwrap()
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let ca_signer = P256Signer::generate();
-    let ca = make_ca(&ca_signer, CA_NAME);
-    write_pem(dir.path(), "ca.pem", &ca);
-    Pki {
-        dir,
-        ca_signer,
-        ca,
-        urls: IssuerUrls {
-            crl: Some("http://ca.signetd.example/ca.crl".to_owned()),
-            ocsp: Some("http://ca.signetd.example/ocsp".to_owned()),
-        },
-    }
-}
-
-impl Pki {
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn issue(
-        &self,
-        profile: &signet_certs::Profile,
-        subject: &str,
-        key: SubjectPublicKeyInfoOwned,
-    ) -> Result<Certificate, CertError> {
-        issue(
-            &self.ca,
-            &self.ca_signer,
-            profile,
-            parse_name(subject).unwrap(),
-            key,
-            random_serial(),
-            leaf_validity(),
-            &self.urls,
-        )
-    }
-}
-
-fn write_pem(dir: &Path, name: &str, cert: &Certificate) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, cert.to_pem(der::pem::LineEnding::LF).unwrap()).unwrap();
-    path
-}
-
-fn subject_key() -> SubjectPublicKeyInfoOwned {
-    P256Signer::generate().public_key()
-}
 
 fn server_profile() -> signet_certs::Profile {
     signet_certs::Profile::TlsServer {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use der::{Decode as _, EncodePem as _};
 
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::hsm::{Hsm, HsmError, TokenSpec};
 use crate::metrics::Metrics;
@@ -33,6 +34,9 @@ pub enum StartError {
     /// `signetd init` has not run against this database.
     #[error("{0} not found in the database: run `signetd init` first")]
     NotInitialised(&'static str),
+    /// Audit log.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// Metrics registry.
     #[error("metrics: {0}")]
     Metrics(String),
@@ -55,6 +59,8 @@ pub struct App {
     pub ca_pem: Arc<String>,
     /// The CA key as a signer.
     pub ca_signer: Arc<HsmSigner>,
+    /// The audit log.
+    pub audit: Audit,
 }
 
 /// Opens the HSM layer with every configured token (PINs from their sources).
@@ -100,6 +106,18 @@ impl App {
             .await?
             .ok_or(StartError::NotInitialised("the CA"))?;
         let ca_signer = crate::pki::ca_signer(&hsm, &ca_key)?;
+        let audit_key = store
+            .audit_key()
+            .await?
+            .ok_or(StartError::NotInitialised("the audit key"))?;
+        let audit = Audit::start(
+            store.clone(),
+            hsm.clone(),
+            &audit_key,
+            config.audit.clone(),
+            metrics.clone(),
+        )
+        .await?;
         let (tls_key, tls_cert, _) = store
             .server_tls()
             .await?
@@ -117,6 +135,7 @@ impl App {
             ca_der: Arc::new(ca_der),
             ca_pem: Arc::new(ca_pem),
             ca_signer,
+            audit,
         };
         Ok((app, tls))
     }

@@ -58,6 +58,14 @@ pub enum Command {
         dir: PathBuf,
     },
 
+    /// Audit log tools for operators and auditors.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+
+    /// Account tools for operators (the API manages accounts too).
+    #[command(subcommand)]
+    Account(AccountCommand),
+
     /// Measure the raw token ceiling: C_Sign throughput per algorithm with 1..N sessions, no
     /// HTTP. Uses session keys that disappear afterwards.
     HsmBench {
@@ -80,5 +88,53 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `signetd audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the whole tree from the database, check every checkpoint's signature, root and
+    /// consistency with the previous one, and name the first bad entry. Exits non-zero on any
+    /// finding.
+    Verify,
+    /// Check offline, without the database, that one entry is in the tree a signed checkpoint
+    /// commits to.
+    VerifyProof {
+        /// The checkpoint: the signed note text, or the JSON of GET /v1/audit/checkpoint.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        /// The audit public key: PEM, or the JSON of GET /v1/audit/key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The key (and log origin) name, when --key is PEM.
+        #[arg(long)]
+        name: Option<String>,
+        /// The entry: one element of GET /v1/audit/entries (JSON with `leaf`).
+        #[arg(long, value_name = "FILE")]
+        entry: PathBuf,
+        /// The inclusion proof: the JSON of GET /v1/audit/proof/inclusion.
+        #[arg(long, value_name = "FILE")]
+        proof: PathBuf,
+    },
+}
+
+/// `signetd account ...`
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account with a client certificate whose key is generated here and written
+    /// with mode 0600 (for bootstrapping, e.g. the first auditor).
+    Create {
+        /// Account name.
+        name: String,
+        /// Roles: `admin`, `cert-manager`, `auditor`, `signer:RING`. Repeat or comma-separate.
+        #[arg(long = "role", value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// Where to write NAME.crt and NAME.key.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// Certificate lifetime in days.
+        #[arg(long, default_value_t = 365)]
+        validity_days: u32,
     },
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub tls: Tls,
     /// The first administrator, created by `signetd init`.
     pub admin: Admin,
+    /// The Merkle audit log.
+    pub audit: Audit,
     /// Logging.
     pub log: Log,
     /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
@@ -69,6 +71,7 @@ impl Default for Config {
             ca: Ca::default(),
             tls: Tls::default(),
             admin: Admin::default(),
+            audit: Audit::default(),
             log: Log::default(),
             shutdown_grace_secs: 30,
             max_connections: 4096,
@@ -106,6 +109,10 @@ pub struct Database {
     /// `postgresql://postgres@/signetd?host=/run/postgresql` for a Unix socket. With
     /// `sslmode=require` the connection uses TLS and checks the server certificate.
     pub url: String,
+    /// The owner role's URL, used only to apply migrations and to make the runtime role (from
+    /// `url`) a member of `signetd_app`. With it, the runtime role cannot update or delete audit
+    /// rows; without it, the runtime role owns the tables and only a trigger protects them.
+    pub admin_url: Option<String>,
     /// Most pooled connections.
     pub pool_size: usize,
     /// Seconds to wait for a connection (to connect, or for a free pooled one).
@@ -119,6 +126,7 @@ impl Default for Database {
     fn default() -> Self {
         Self {
             url: String::new(),
+            admin_url: None,
             pool_size: 16,
             timeout_secs: 5,
             tls_ca_file: None,
@@ -271,6 +279,38 @@ impl Default for Admin {
     }
 }
 
+/// The Merkle audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Name of the token that holds the Ed25519 checkpoint key.
+    pub token: String,
+    /// The log's origin line in checkpoints, and the name of its signing key
+    /// (C2SP tlog-checkpoint), e.g. `signetd.example.com/audit`.
+    pub origin: String,
+    /// Sign a checkpoint after this many new entries...
+    pub checkpoint_every: u64,
+    /// ...or after this many seconds with new entries, whichever comes first.
+    pub checkpoint_interval_secs: u64,
+    /// Most entries committed in one group transaction.
+    pub max_batch: usize,
+    /// Most seconds a follower's long poll (`wait`) may last.
+    pub max_wait_secs: u64,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            token: "audit".into(),
+            origin: "signetd/audit".into(),
+            checkpoint_every: 1000,
+            checkpoint_interval_secs: 10,
+            max_batch: 4096,
+            max_wait_secs: 60,
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -308,7 +348,9 @@ const SCALARS: &[&str] = &[
     "max_connections",
 ];
 /// Sections, overridable as `SIGNETD_<SECTION>__<FIELD>`.
-const SECTIONS: &[&str] = &["listen", "database", "hsm", "ca", "tls", "admin", "log"];
+const SECTIONS: &[&str] = &[
+    "listen", "database", "hsm", "ca", "tls", "admin", "audit", "log",
+];
 
 fn is_setting(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -349,7 +391,11 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        for (role, token) in [("ca", &self.ca.token), ("tls", &self.tls.token)] {
+        for (role, token) in [
+            ("ca", &self.ca.token),
+            ("tls", &self.tls.token),
+            ("audit", &self.audit.token),
+        ] {
             if !self.hsm.tokens.contains_key(token) {
                 return Err(ConfigError::Invalid(format!(
                     "{role}.token = \"{token}\" is not among hsm.tokens"
@@ -358,6 +404,16 @@ impl Config {
         }
         if self.tls.names.is_empty() {
             return Err(ConfigError::Invalid("tls.names is empty".into()));
+        }
+        if self.audit.origin.is_empty() || self.audit.origin.contains(['\n', ' ', '+']) {
+            return Err(ConfigError::Invalid(
+                "audit.origin must be non-empty, without spaces, newlines or '+'".into(),
+            ));
+        }
+        if self.audit.checkpoint_every == 0 || self.audit.max_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "audit.checkpoint_every and audit.max_batch must be > 0".into(),
+            ));
         }
         if self.database.pool_size == 0 {
             return Err(ConfigError::Invalid(
@@ -437,7 +493,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "[database]\nurl = \"postgresql://x@/y\"\n[hsm.tokens.ca]\nlabel = \"L\"\npin_env = \"P\"\n",
+            "[database]\nurl = \"postgresql://x@/y\"\n[hsm.tokens.ca]\nlabel = \"L\"\npin_env = \"P\"\n[hsm.tokens.audit]\nlabel = \"A\"\npin_env = \"P\"\n",
         )?;
         let config = Config::load(Some(&path))?;
         assert_eq!(config.database.url, "postgresql://x@/y");

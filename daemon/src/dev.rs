@@ -15,6 +15,8 @@ pub const TOKENS: [&str; 3] = ["ca", "audit", "signing"];
 
 /// The database name.
 const DATABASE: &str = "signetd";
+/// The daemon's database role: it may append to the audit log, never change it.
+const RUNTIME_ROLE: &str = "signetd";
 
 /// A prepared instance directory: tokens exist, PostgreSQL runs, the configuration is written.
 #[derive(Debug)]
@@ -55,6 +57,8 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Prepared> {
     if !cluster.database_exists(DATABASE)? {
         cluster.create_database(DATABASE)?;
     }
+    // The daemon runs as `signetd`; migrations run as the owner, `postgres`.
+    cluster.create_role(RUNTIME_ROLE)?;
 
     let config_path = dir.join("signetd.toml");
     if !config_path.exists() {
@@ -65,7 +69,8 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Prepared> {
         cfg.listen.api = free_port_or(8443)?;
         cfg.listen.public = free_port_or(8080)?;
         cfg.listen.metrics = free_port_or(9464)?;
-        cfg.database.url = cluster.url(DATABASE);
+        cfg.database.url = cluster.url_as(RUNTIME_ROLE, DATABASE);
+        cfg.database.admin_url = Some(cluster.url(DATABASE));
         cfg.hsm.module = softhsm.module_path().to_owned();
         for name in TOKENS {
             cfg.hsm.tokens.insert(

@@ -8,7 +8,7 @@ use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 
 use signetd::app::{self, App};
-use signetd::cli::{Cli, Command};
+use signetd::cli::{AccountCommand, AuditCommand, Cli, Command};
 use signetd::config::{Config, LogFormat};
 use signetd::{dev, hsm, pki, server, store};
 
@@ -31,6 +31,18 @@ fn main() -> anyhow::Result<()> {
         }
         return result;
     }
+    // The offline proof check needs no configuration, database or token: auditors run it
+    // anywhere.
+    if let Command::Audit(AuditCommand::VerifyProof {
+        checkpoint,
+        key,
+        name,
+        entry,
+        proof,
+    }) = &cli.command
+    {
+        return run_verify_proof(checkpoint, key, name.as_deref(), entry, proof);
+    }
     let config = Config::load(cli.config.as_deref())?;
     init_logging(&config);
     let runtime = runtime()?;
@@ -44,7 +56,20 @@ fn main() -> anyhow::Result<()> {
             seconds,
             json,
         } => run_bench(&config, &token, &sessions, &algorithms, seconds, json),
-        Command::Dev { .. } => Ok(()),
+        Command::Audit(AuditCommand::Verify) => runtime.block_on(run_audit_verify(config)),
+        Command::Account(AccountCommand::Create {
+            name,
+            roles,
+            out_dir,
+            validity_days,
+        }) => runtime.block_on(run_account_create(
+            config,
+            &name,
+            &roles,
+            &out_dir,
+            validity_days,
+        )),
+        Command::Dev { .. } | Command::Audit(AuditCommand::VerifyProof { .. }) => Ok(()),
     }
 }
 
@@ -81,9 +106,9 @@ async fn open(
 }
 
 async fn run_init(config: Config, out_dir: Option<&Path>) -> anyhow::Result<()> {
-    let (hsm, store, _) = open(&config).await?;
+    let (hsm, store, metrics) = open(&config).await?;
     let out_dir = out_dir.unwrap_or(&config.state_dir).to_owned();
-    let report = pki::init(&config, &hsm, &store, &out_dir).await?;
+    let report = pki::init(&config, &hsm, &store, &metrics, &out_dir).await?;
     if report.actions.is_empty() {
         println!("signetd init: already initialised; nothing changed.");
     } else {
@@ -140,7 +165,7 @@ async fn wait_for_signal() {
 async fn run_dev(prepared: &dev::Prepared) -> anyhow::Result<()> {
     let config = prepared.config.clone();
     let (hsm, store, metrics) = open(&config).await?;
-    let report = pki::init(&config, &hsm, &store, &prepared.dir)
+    let report = pki::init(&config, &hsm, &store, &metrics, &prepared.dir)
         .await
         .context("initialising the development instance")?;
     for action in &report.actions {
@@ -188,5 +213,133 @@ fn run_bench(
             );
         }
     }
+    Ok(())
+}
+
+async fn run_audit_verify(config: Config) -> anyhow::Result<()> {
+    let store = store::Store::connect(&config.database)?;
+    let key = store
+        .audit_key()
+        .await?
+        .context("no audit key in the database: run `signetd init` first")?;
+    let public_key = signetd::audit::ed25519_public_key(&key)?;
+    match signetd::audit::verify_log(&store, &config.audit.origin, &public_key).await {
+        Ok(report) => {
+            println!(
+                "audit log OK: {} entries, {} checkpoints verified, root {}",
+                report.entries, report.checkpoints, report.root
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!("audit log BAD: {e}");
+            if let Some(seq) = e.seq {
+                println!("first bad entry: {seq}");
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run_verify_proof(
+    checkpoint: &Path,
+    key: &Path,
+    name: Option<&str>,
+    entry: &Path,
+    proof: &Path,
+) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use ed25519_dalek::pkcs8::DecodePublicKey as _;
+
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let checkpoint_text = read(checkpoint)?;
+    let note = match serde_json::from_str::<serde_json::Value>(&checkpoint_text) {
+        Ok(v) => v["note"]
+            .as_str()
+            .context("checkpoint JSON without `note`")?
+            .to_owned(),
+        Err(_) => checkpoint_text,
+    };
+    let key_text = read(key)?;
+    let (key_name, pem) = match serde_json::from_str::<serde_json::Value>(&key_text) {
+        Ok(v) => (
+            v["name"].as_str().map(str::to_owned),
+            v["public_key_pem"]
+                .as_str()
+                .context("key JSON without `public_key_pem`")?
+                .to_owned(),
+        ),
+        Err(_) => (None, key_text),
+    };
+    let name = name
+        .map(str::to_owned)
+        .or(key_name)
+        .context("give --name (the log origin) with a PEM key")?;
+    let public_key = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("audit public key: {e}"))?
+        .to_bytes();
+    let entry: serde_json::Value = serde_json::from_str(&read(entry)?).context("entry JSON")?;
+    let leaf = base64::engine::general_purpose::STANDARD
+        .decode(
+            entry["leaf"]
+                .as_str()
+                .context("entry JSON without `leaf`")?,
+        )
+        .context("entry `leaf` is not base64")?;
+    let proof: serde_json::Value = serde_json::from_str(&read(proof)?).context("proof JSON")?;
+    let seq = proof["seq"].as_u64().context("proof without `seq`")?;
+    let size = proof["size"].as_u64().context("proof without `size`")?;
+    let path = proof["proof"]
+        .as_array()
+        .context("proof without `proof`")?
+        .iter()
+        .map(|h| {
+            let bytes = hex::decode(h.as_str().unwrap_or_default())?;
+            <[u8; 32]>::try_from(bytes.as_slice())
+                .map_err(|_| anyhow::anyhow!("proof hash is not 32 bytes"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match signetd::audit::verify_proof_offline(&note, &name, &public_key, &leaf, seq, size, &path) {
+        Ok(entry) => {
+            println!(
+                "OK: entry {} ({} by `{}` on {}: {}) is in the checkpointed tree of {size} entries",
+                entry.seq, entry.action, entry.actor_account, entry.subject, entry.result
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!("BAD: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run_account_create(
+    config: Config,
+    name: &str,
+    roles: &[String],
+    out_dir: &Path,
+    validity_days: u32,
+) -> anyhow::Result<()> {
+    let (hsm, store, metrics) = open(&config).await?;
+    let (app, _) = App::start(config, hsm, store, metrics).await?;
+    let ca_cert = <x509_cert::Certificate as der::Decode>::from_der(&app.ca_der)?;
+    std::fs::create_dir_all(out_dir)?;
+    let issuer = pki::Issuer {
+        ca_cert: &ca_cert,
+        ca_signer: &app.ca_signer,
+        audit: &app.audit,
+    };
+    let action = pki::create_client_account(
+        &issuer,
+        name,
+        roles,
+        validity_days,
+        &out_dir.join(format!("{name}.crt")),
+        &out_dir.join(format!("{name}.key")),
+    )
+    .await?;
+    println!("signetd account: {action}");
     Ok(())
 }

@@ -28,6 +28,16 @@ pub struct Metrics {
     pub hsm_recoveries: IntCounterVec,
     /// Token signatures that failed software verification and were withheld (invariant 8).
     pub hsm_bad_signatures: IntCounter,
+    /// Audit entries committed.
+    pub audit_appends: IntCounter,
+    /// Audit group-commit latency (one transaction, many entries).
+    pub audit_commit_duration: prometheus::Histogram,
+    /// Audit batches that failed to commit (their operations failed with 503).
+    pub audit_failures: IntCounter,
+    /// Checkpoints signed.
+    pub audit_checkpoints: IntCounter,
+    /// Entries in the log as this process last committed.
+    pub audit_size: IntGauge,
     /// Database pool: connections that exist.
     pub db_pool_size: IntGauge,
     /// Database pool: idle connections.
@@ -90,6 +100,22 @@ impl Metrics {
                 "hsm_bad_signatures_total",
                 "Token signatures that failed software verification and were withheld",
             )?,
+            audit_appends: IntCounter::new("audit_appends_total", "Audit entries committed")?,
+            audit_commit_duration: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "audit_commit_duration_seconds",
+                    "Audit group-commit transaction latency",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ]),
+            )?,
+            audit_failures: IntCounter::new(
+                "audit_commit_failures_total",
+                "Audit batches that failed to commit",
+            )?,
+            audit_checkpoints: IntCounter::new("audit_checkpoints_total", "Checkpoints signed")?,
+            audit_size: IntGauge::new("audit_log_entries", "Entries in the audit log")?,
             db_pool_size: IntGauge::new("db_pool_connections", "Pooled database connections")?,
             db_pool_available: IntGauge::new(
                 "db_pool_available",
@@ -111,6 +137,12 @@ impl Metrics {
         m.registry.register(Box::new(m.hsm_token_up.clone()))?;
         m.registry
             .register(Box::new(m.hsm_bad_signatures.clone()))?;
+        m.registry.register(Box::new(m.audit_appends.clone()))?;
+        m.registry
+            .register(Box::new(m.audit_commit_duration.clone()))?;
+        m.registry.register(Box::new(m.audit_failures.clone()))?;
+        m.registry.register(Box::new(m.audit_checkpoints.clone()))?;
+        m.registry.register(Box::new(m.audit_size.clone()))?;
         m.registry.register(Box::new(m.db_pool_size.clone()))?;
         m.registry.register(Box::new(m.db_pool_available.clone()))?;
         m.registry.register(Box::new(m.db_pool_waiting.clone()))?;

@@ -10,8 +10,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls_pki_types::CertificateDer;
 
-use crate::crypto::SignatureScheme;
-use crate::hsm::{Hsm, KeySlot};
+use crate::crypto::{EcCurve, HashAlg, SignInput, SignatureScheme};
+use crate::hsm::{Hsm, KeyAlgorithm, KeySlot};
 
 /// Errors while building the TLS configuration.
 #[derive(Debug, thiserror::Error)]
@@ -27,36 +27,63 @@ pub enum TlsError {
 struct TokenKey {
     hsm: Hsm,
     key: Arc<KeySlot>,
-    scheme: SignatureScheme,
+    /// The TLS schemes this key signs, most preferred first.
+    schemes: &'static [(TlsScheme, SignatureScheme)],
 }
 
-impl TokenKey {
-    fn tls_scheme(&self) -> TlsScheme {
-        match self.scheme {
-            SignatureScheme::EcdsaP256Sha256 => TlsScheme::ECDSA_NISTP256_SHA256,
-            SignatureScheme::EcdsaP384Sha384 => TlsScheme::ECDSA_NISTP384_SHA384,
-            SignatureScheme::Ed25519 => TlsScheme::ED25519,
-        }
+/// The TLS signature schemes of a key, most preferred first, and the daemon's scheme behind
+/// each. TLS 1.3 binds the ECDSA curve to the hash, so an EC key offers its one scheme; an RSA
+/// key offers PSS (the only RSA padding of TLS 1.3) before PKCS#1 v1.5 (TLS 1.2 clients).
+fn tls_schemes(algorithm: KeyAlgorithm) -> &'static [(TlsScheme, SignatureScheme)] {
+    use HashAlg::{Sha256, Sha384, Sha512};
+    match algorithm {
+        KeyAlgorithm::EcP256 => &[(
+            TlsScheme::ECDSA_NISTP256_SHA256,
+            SignatureScheme::Ecdsa(EcCurve::P256, Sha256),
+        )],
+        KeyAlgorithm::EcP384 => &[(
+            TlsScheme::ECDSA_NISTP384_SHA384,
+            SignatureScheme::Ecdsa(EcCurve::P384, Sha384),
+        )],
+        KeyAlgorithm::Ed25519 => &[(TlsScheme::ED25519, SignatureScheme::Ed25519)],
+        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => &[
+            (TlsScheme::RSA_PSS_SHA256, SignatureScheme::RsaPss(Sha256)),
+            (TlsScheme::RSA_PSS_SHA384, SignatureScheme::RsaPss(Sha384)),
+            (TlsScheme::RSA_PSS_SHA512, SignatureScheme::RsaPss(Sha512)),
+            (
+                TlsScheme::RSA_PKCS1_SHA256,
+                SignatureScheme::RsaPkcs1(Sha256),
+            ),
+            (
+                TlsScheme::RSA_PKCS1_SHA384,
+                SignatureScheme::RsaPkcs1(Sha384),
+            ),
+            (
+                TlsScheme::RSA_PKCS1_SHA512,
+                SignatureScheme::RsaPkcs1(Sha512),
+            ),
+        ],
     }
 }
 
 impl SigningKey for TokenKey {
     fn choose_scheme(&self, offered: &[TlsScheme]) -> Option<Box<dyn Signer>> {
-        let scheme = self.tls_scheme();
-        offered.contains(&scheme).then(|| {
-            Box::new(TokenSigner {
-                hsm: self.hsm.clone(),
-                key: self.key.clone(),
-                scheme: self.scheme,
-                tls_scheme: scheme,
-            }) as Box<dyn Signer>
-        })
+        let (tls_scheme, scheme) = self.schemes.iter().find(|(tls, _)| offered.contains(tls))?;
+        Some(Box::new(TokenSigner {
+            hsm: self.hsm.clone(),
+            key: self.key.clone(),
+            scheme: *scheme,
+            tls_scheme: *tls_scheme,
+        }))
     }
 
     fn algorithm(&self) -> rustls::SignatureAlgorithm {
-        match self.scheme {
-            SignatureScheme::Ed25519 => rustls::SignatureAlgorithm::ED25519,
-            _ => rustls::SignatureAlgorithm::ECDSA,
+        match self.key.algorithm() {
+            KeyAlgorithm::Ed25519 => rustls::SignatureAlgorithm::ED25519,
+            KeyAlgorithm::EcP256 | KeyAlgorithm::EcP384 => rustls::SignatureAlgorithm::ECDSA,
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
+                rustls::SignatureAlgorithm::RSA
+            }
         }
     }
 }
@@ -73,7 +100,7 @@ impl Signer for TokenSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
         let sign = || {
             self.hsm
-                .sign_blocking(&self.key, self.scheme, message)
+                .sign_blocking(&self.key, self.scheme, SignInput::Message(message))
                 .map_err(|e| rustls::Error::General(format!("token signature: {e}")))
         };
         // The handshake runs on a runtime worker; let the runtime move other tasks away while
@@ -109,10 +136,7 @@ pub fn server_config(
     ca_cert: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let err = |e: &dyn std::fmt::Display| TlsError::Config(e.to_string());
-    let scheme = key
-        .algorithm()
-        .default_scheme()
-        .ok_or_else(|| TlsError::Config(format!("a {} key cannot serve TLS", key.algorithm())))?;
+    let schemes = tls_schemes(key.algorithm());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -124,7 +148,7 @@ pub fn server_config(
     let signing_key = Arc::new(TokenKey {
         hsm: hsm.clone(),
         key,
-        scheme,
+        schemes,
     });
     let chain = vec![
         CertificateDer::from(server_cert.to_vec()),

@@ -7,7 +7,7 @@
 
 mod support;
 
-use signetd::crypto::SignatureScheme;
+use signetd::crypto::{EcCurve, HashAlg, SignInput, SignatureScheme};
 use signetd::hsm::{Hsm, KeyAlgorithm, TokenSpec};
 
 #[test]
@@ -45,9 +45,17 @@ fn generated_keys_never_leave_the_token() {
         // Keys with a default scheme sign, and the signature verifies in software.
         if let Some(scheme) = alg.default_scheme() {
             let key = hsm.key("signing", &label, *alg).unwrap();
-            let sig = hsm.sign_blocking(&key, scheme, b"message").unwrap();
-            scheme.verify(&spki, b"message", &sig).unwrap();
-            assert!(scheme.verify(&spki, b"messagE", &sig).is_err());
+            let sig = hsm
+                .sign_blocking(&key, scheme, SignInput::Message(b"message"))
+                .unwrap();
+            scheme
+                .verify(&spki, SignInput::Message(b"message"), &sig)
+                .unwrap();
+            assert!(
+                scheme
+                    .verify(&spki, SignInput::Message(b"messagE"), &sig)
+                    .is_err()
+            );
         }
     }
 
@@ -74,7 +82,11 @@ fn generated_keys_never_leave_the_token() {
         .key("signing", "k-ec-p256", KeyAlgorithm::EcP256)
         .unwrap();
     let sig = hsm
-        .sign_blocking(&key, SignatureScheme::EcdsaP256Sha256, b"hello openssl")
+        .sign_blocking(
+            &key,
+            SignatureScheme::Ecdsa(EcCurve::P256, HashAlg::Sha256),
+            SignInput::Message(b"hello openssl"),
+        )
         .unwrap();
     let dir = instance.dir.path();
     std::fs::write(dir.join("msg"), b"hello openssl").unwrap();

@@ -28,7 +28,7 @@ async fn requests_succeed_after_the_token_was_logged_out() {
     let metrics = app::new_metrics().unwrap();
     let hsm = app::open_hsm(&config, &metrics).unwrap();
     let store = signetd::store::Store::connect(&config.database).unwrap();
-    signetd::pki::init(&config, &hsm, &store, &instance.out)
+    signetd::pki::init(&config, &hsm, &store, &metrics, &instance.out)
         .await
         .unwrap();
     let (app, tls) = App::start(config, hsm, store, metrics.clone())

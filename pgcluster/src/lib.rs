@@ -246,6 +246,16 @@ impl Cluster {
     ///
     /// The name must match `^[a-z_][a-z0-9_]*$` (at most 63 bytes); it is
     /// checked before it goes anywhere near SQL.
+    /// Creates a login role without special privileges (idempotent). The name obeys the same
+    /// rule as database names.
+    pub fn create_role(&self, name: &str) -> Result<()> {
+        check_database_name(name)?;
+        let sql = format!(
+            "DO $$ BEGIN CREATE ROLE \"{name}\" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        );
+        self.psql("postgres", &sql).map(|_| ())
+    }
+
     pub fn create_database(&self, name: &str) -> Result<()> {
         check_database_name(name)?;
         if self.database_exists(name)? {
@@ -274,10 +284,16 @@ impl Cluster {
     /// `postgresql://postgres@/DB?host=/abs/socket/dir&port=5432`.
     /// Characters outside the URL-safe set are percent-encoded.
     pub fn url(&self, dbname: &str) -> String {
+        self.url_as(SUPERUSER, dbname)
+    }
+
+    /// Like [`Cluster::url`], connecting as `user` (created with [`Cluster::create_role`]).
+    pub fn url_as(&self, user: &str, dbname: &str) -> String {
         // check_dir_path guarantees UTF-8, so nothing is lost here.
         let host = self.socket_dir.to_string_lossy();
         format!(
-            "postgresql://{SUPERUSER}@/{}?host={}&port={}",
+            "postgresql://{}@/{}?host={}&port={}",
+            percent_encode(user, false),
             percent_encode(dbname, false),
             percent_encode(&host, true),
             self.port

@@ -2,6 +2,7 @@
 //! listener (CA certificate, health) and the metrics listener — with request ids, metrics, and
 //! the per-request identity check that keeps held and revoked clients out (invariant 7).
 
+mod audit;
 mod problem;
 
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 pub use problem::ApiError;
+
+use crate::audit::{Actor, Receipt, Record};
 
 use crate::app::App;
 
@@ -50,6 +53,11 @@ pub struct Caller {
 pub fn api_router(app: App) -> Router {
     Router::new()
         .route("/v1/whoami", get(whoami))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/entries", get(audit::entries))
+        .route("/v1/audit/proof/inclusion", get(audit::inclusion))
+        .route("/v1/audit/proof/consistency", get(audit::consistency))
+        .route("/v1/audit/key", get(audit::key))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), identify))
@@ -124,42 +132,150 @@ async fn observe(
 
 /// Turns the connection's client certificate into a [`Caller`], on every request: a held,
 /// revoked, expired or unknown certificate is refused even on a kept-alive connection or a
-/// resumed TLS session.
+/// resumed TLS session. Refusals are logged.
 async fn identify(State(app): State<App>, mut request: Request, next: Next) -> Response {
     let Some(peer) = request.extensions().get::<PeerCertificate>().cloned() else {
         return ApiError::forbidden("a client certificate is required").into_response();
     };
     let identity = match app.store.identity(&peer.fingerprint).await {
-        Ok(Some(identity)) => identity,
-        Ok(None) => {
-            return ApiError::forbidden("this client certificate is not registered")
-                .into_response();
-        }
+        Ok(identity) => identity,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    if identity.status != "active" {
-        return ApiError::forbidden(format!("this client certificate is {}", identity.status))
-            .into_response();
-    }
-    if identity.account_deleted {
-        return ApiError::forbidden("this account was deleted").into_response();
-    }
-    if identity.not_after < OffsetDateTime::now_utc() {
-        return ApiError::forbidden("this client certificate has expired").into_response();
-    }
-    request.extensions_mut().insert(Caller {
+    let refusal = match &identity {
+        None => Some("this client certificate is not registered".to_owned()),
+        Some(i) if i.status != "active" => Some(format!("this client certificate is {}", i.status)),
+        Some(i) if i.account_deleted => Some("this account was deleted".to_owned()),
+        Some(i) if i.not_after < OffsetDateTime::now_utc() => {
+            Some("this client certificate has expired".to_owned())
+        }
+        _ => None,
+    };
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |p| p.as_str().to_owned(),
+    );
+    let (identity, refusal) = match (identity, refusal) {
+        (Some(identity), None) => (identity, None),
+        (identity, Some(reason)) => (identity.unwrap_or_else(unknown_identity), Some(reason)),
+        (None, None) => (unknown_identity(), Some("unknown certificate".to_owned())),
+    };
+    let caller = Caller {
         account: identity.account,
         subject: identity.subject,
         serial: identity.serial,
         fingerprint: peer.fingerprint.to_string(),
         roles: identity.roles,
         not_after: identity.not_after,
-    });
+    };
+    if let Some(reason) = refusal {
+        let record = caller.record(
+            "request",
+            format!("{} {route}", request.method()),
+            &serde_json::json!({}),
+            None,
+            "error:forbidden",
+        );
+        return match app.audit.append(record).await {
+            Ok(receipt) => with_receipt(ApiError::forbidden(reason).into_response(), &receipt),
+            Err(e) => ApiError::from(e).into_response(),
+        };
+    }
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
-async fn whoami(Extension(caller): Extension<Caller>) -> Json<Caller> {
-    Json(caller)
+fn unknown_identity() -> crate::store::Identity {
+    crate::store::Identity {
+        account: String::new(),
+        roles: Vec::new(),
+        serial: String::new(),
+        subject: String::new(),
+        status: "unknown".into(),
+        account_deleted: false,
+        not_after: OffsetDateTime::UNIX_EPOCH,
+    }
+}
+
+impl Caller {
+    /// The audit actor.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            fingerprint: self.fingerprint.clone(),
+            account: self.account.clone(),
+        }
+    }
+
+    /// Whether the caller holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// An audit record of this caller's operation.
+    pub fn record(
+        &self,
+        action: &str,
+        subject: String,
+        params: &serde_json::Value,
+        output: Option<&[u8]>,
+        result: &str,
+    ) -> Record {
+        Record {
+            actor: self.actor(),
+            action: action.to_owned(),
+            subject,
+            params_digest: crate::audit::params_digest(params),
+            output_digest: output.map(crate::audit::digest),
+            result: result.to_owned(),
+        }
+    }
+}
+
+/// Refuses (and logs the refusal) unless the caller holds `role`.
+pub(crate) async fn require_role(
+    app: &App,
+    caller: &Caller,
+    role: &str,
+    action: &str,
+    subject: &str,
+) -> Result<(), ApiError> {
+    if caller.has_role(role) {
+        return Ok(());
+    }
+    let record = caller.record(
+        action,
+        subject.to_owned(),
+        &serde_json::json!({}),
+        None,
+        "error:forbidden",
+    );
+    let receipt = app.audit.append(record).await?;
+    Err(
+        ApiError::forbidden(format!("this operation needs the `{role}` role"))
+            .with_receipt(receipt),
+    )
+}
+
+/// Adds the `Audit-Receipt: <seq>:<leaf hash>` header.
+pub(crate) fn with_receipt(mut response: Response, receipt: &Receipt) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&format!("{}:{}", receipt.seq, receipt.leaf_hash)) {
+        response.headers_mut().insert("audit-receipt", v);
+    }
+    response
+}
+
+async fn whoami(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let record = caller.record(
+        "whoami",
+        format!("account:{}", caller.account),
+        &serde_json::json!({}),
+        None,
+        "ok",
+    );
+    let receipt = app.audit.append(record).await?;
+    Ok(with_receipt(Json(caller).into_response(), &receipt))
 }
 
 async fn not_found() -> ApiError {

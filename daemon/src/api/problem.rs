@@ -16,6 +16,7 @@ pub struct ApiError {
     kind: &'static str,
     title: &'static str,
     detail: String,
+    receipt: Option<crate::audit::Receipt>,
 }
 
 #[derive(Serialize)]
@@ -40,7 +41,24 @@ impl ApiError {
             kind,
             title,
             detail: detail.into(),
+            receipt: None,
         }
+    }
+
+    /// Attaches the receipt of the entry that logged this failure.
+    pub fn with_receipt(mut self, receipt: crate::audit::Receipt) -> Self {
+        self.receipt = Some(receipt);
+        self
+    }
+
+    /// 400.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad request",
+            detail,
+        )
     }
 
     /// 404.
@@ -86,6 +104,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::unavailable("the database is unavailable; retry later")
             }
+            StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
@@ -126,6 +145,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(r) = &self.receipt
+            && let Ok(v) = HeaderValue::from_str(&format!("{}:{}", r.seq, r.leaf_hash))
+        {
+            response.headers_mut().insert("audit-receipt", v);
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

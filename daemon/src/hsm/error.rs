@@ -2,6 +2,8 @@
 
 use cryptoki::error::{Error as CkError, RvError};
 
+use crate::crypto::SchemeError;
+
 /// What the caller of the HSM layer should do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -45,6 +47,11 @@ pub enum HsmError {
     /// The token does not support what was asked, or the input does not fit the key.
     #[error("the token rejected the operation: {0}")]
     Rejected(String),
+    /// The signing request does not fit the key or the scheme (a digest of the wrong length, a
+    /// scheme of another key type); refused before the token is asked. The message is
+    /// client-safe.
+    #[error("invalid signing request: {0}")]
+    Scheme(#[from] SchemeError),
     /// The token produced a signature that does not verify (invariant 8): it is never released.
     #[error("signature from key `{0}` failed verification and was withheld")]
     BadSignature(String),
@@ -69,7 +76,7 @@ impl HsmError {
         match self {
             HsmError::Pkcs11 { class, .. } => *class,
             HsmError::TokenNotPresent(_) | HsmError::KeyNotFound { .. } => ErrorClass::Transient,
-            HsmError::Rejected(_) => ErrorClass::Rejected,
+            HsmError::Rejected(_) | HsmError::Scheme(_) => ErrorClass::Rejected,
             HsmError::Module { .. }
             | HsmError::UnknownToken(_)
             | HsmError::PinIncorrect(_)
@@ -92,6 +99,7 @@ impl HsmError {
             HsmError::PinIncorrect(_) => "pin_incorrect",
             HsmError::KeyNotFound { .. } => "key_not_found",
             HsmError::Rejected(_) => "rejected",
+            HsmError::Scheme(_) => "invalid_request",
             HsmError::BadSignature(_) => "bad_signature",
             HsmError::Pkcs11 { class, .. } => match class {
                 ErrorClass::Transient => "transient",

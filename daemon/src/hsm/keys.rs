@@ -67,15 +67,12 @@ impl KeyAlgorithm {
         }
     }
 
-    /// The scheme used when this key signs certificates, TLS handshakes and checkpoints.
-    /// RSA keys get their schemes with the signing API.
+    /// The scheme used when this key signs certificates, TLS handshakes and checkpoints, and
+    /// when a signing request names neither hash nor padding: RSA → PKCS#1 v1.5 with SHA-256,
+    /// P-256 → ECDSA with SHA-256, P-384 → ECDSA with SHA-384, Ed25519 → pure Ed25519. Every
+    /// algorithm has one; the `Option` stays for algorithms that may come without.
     pub fn default_scheme(self) -> Option<SignatureScheme> {
-        match self {
-            KeyAlgorithm::EcP256 => Some(SignatureScheme::EcdsaP256Sha256),
-            KeyAlgorithm::EcP384 => Some(SignatureScheme::EcdsaP384Sha384),
-            KeyAlgorithm::Ed25519 => Some(SignatureScheme::Ed25519),
-            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => None,
-        }
+        SignatureScheme::for_key(self, None, None).ok()
     }
 
     fn rsa_bits(self) -> Option<u64> {

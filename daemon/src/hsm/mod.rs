@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
@@ -25,7 +26,7 @@ use tokio::sync::Semaphore;
 pub use error::{ErrorClass, HsmError};
 pub use keys::KeyAlgorithm;
 
-use crate::crypto::{SignatureScheme, TokenMechanism};
+use crate::crypto::{HashAlg, SignInput, SignInputBuf, SignatureScheme, TokenMechanism};
 use crate::metrics::Metrics;
 
 /// A configured token: its name in the configuration, its label, and its PIN.
@@ -324,14 +325,21 @@ impl Hsm {
         Ok(lock(&self.inner.slots).entry(id).or_insert(slot).clone())
     }
 
-    /// Signs `message` with the key under `scheme` on a blocking thread, with bounded
-    /// parallelism. The signature is verified in software before it is returned.
+    /// Signs `input` (a message, or a digest the client computed; bare bytes are a message)
+    /// with the key under `scheme` on a blocking thread, with bounded parallelism. A scheme
+    /// that does not fit the key, a digest of the wrong length or a digest for Ed25519 is
+    /// refused with [`HsmError::Scheme`] before the token is asked. The signature (in the
+    /// scheme's standard encoding: DER for ECDSA) is verified in software before it is
+    /// returned (invariant 8); a failure is counted in `hsm_bad_signatures` and withheld.
     pub async fn sign(
         &self,
         key: &Arc<KeySlot>,
         scheme: SignatureScheme,
-        message: Vec<u8>,
+        input: impl Into<SignInputBuf>,
     ) -> Result<Vec<u8>, HsmError> {
+        let input = input.into();
+        // Cheap checks first, so that bad requests never wait for a permit.
+        scheme.check(key.algorithm, input.as_input())?;
         let _permit = self
             .inner
             .permits
@@ -341,32 +349,45 @@ impl Hsm {
             .map_err(|e| HsmError::Worker(e.to_string()))?;
         let hsm = self.clone();
         let key = key.clone();
-        tokio::task::spawn_blocking(move || hsm.sign_blocking(&key, scheme, &message))
+        tokio::task::spawn_blocking(move || hsm.sign_blocking(&key, scheme, input.as_input()))
             .await
             .map_err(|e| HsmError::Worker(e.to_string()))?
     }
 
     /// The blocking form of [`Hsm::sign`], for callers already off the async runtime (the TLS
     /// handshake signer, certificate issuance inside `spawn_blocking`, benchmarks).
-    pub fn sign_blocking(
+    pub fn sign_blocking<'a>(
         &self,
         key: &KeySlot,
         scheme: SignatureScheme,
-        message: &[u8],
+        input: impl Into<SignInput<'a>>,
     ) -> Result<Vec<u8>, HsmError> {
-        let (mechanism, input) = scheme.prepare(message);
+        let input = input.into();
+        scheme.check(key.algorithm, input)?;
+        let (mechanism, token_input) = scheme.prepare(input)?;
         let start = Instant::now();
-        let raw = key.sign_raw(&self.inner.ctx, &self.inner.metrics, mechanism, &input);
+        let raw = key.sign_raw(
+            &self.inner.ctx,
+            &self.inner.metrics,
+            mechanism,
+            &token_input,
+        );
         self.observe("sign", start, &raw);
-        let signature = scheme
-            .finish(&raw?)
-            .map_err(|_| HsmError::BadSignature(key.label.clone()))?;
-        if scheme.verify(&key.public_key, message, &signature).is_err() {
+        let verified = scheme.finish(&raw?).and_then(|signature| {
+            scheme
+                .verify(&key.public_key, input, &signature)
+                .map(|()| signature)
+        });
+        verified.map_err(|e| {
             self.inner.metrics.hsm_bad_signatures.inc();
-            tracing::error!(key = %key.label, "token signature failed software verification; withheld");
-            return Err(HsmError::BadSignature(key.label.clone()));
-        }
-        Ok(signature)
+            tracing::error!(
+                key = %key.label,
+                scheme = %scheme,
+                error = %e,
+                "token signature failed software verification; withheld"
+            );
+            HsmError::BadSignature(key.label.clone())
+        })
     }
 
     fn observe<T>(&self, op: &str, start: Instant, result: &Result<T, HsmError>) {
@@ -412,6 +433,8 @@ impl KeySlot {
         input: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
         let mechanism = match mechanism {
+            TokenMechanism::RsaPkcs => Mechanism::RsaPkcs,
+            TokenMechanism::RsaPss(hash) => Mechanism::RsaPkcsPss(pss_params(hash)),
             TokenMechanism::Ecdsa => Mechanism::Ecdsa,
             TokenMechanism::Eddsa => Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
         };
@@ -479,6 +502,24 @@ impl KeySlot {
             }
         };
         Ok((session, key))
+    }
+}
+
+/// CKM_RSA_PKCS_PSS parameters over a `hash` digest: the MGF1 hash must be the same (SoftHSM2
+/// refuses a mismatch) and the salt is as long as the digest (what TLS 1.3 and OpenSSL's
+/// `rsa_pss_saltlen:digest` expect).
+fn pss_params(hash: HashAlg) -> PkcsPssParams {
+    let (hash_alg, mgf) = match hash {
+        HashAlg::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+        HashAlg::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
+        HashAlg::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
+    };
+    // At most 64: the cast cannot truncate.
+    let s_len = hash.output_len() as std::ffi::c_ulong;
+    PkcsPssParams {
+        hash_alg,
+        mgf,
+        s_len: s_len.into(),
     }
 }
 

@@ -16,10 +16,12 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use time::OffsetDateTime;
 use x509_cert::Certificate;
 
+use crate::audit::{self, Actor, Audit, AuditError, Record};
 use crate::config::Config;
-use crate::crypto::{self, SignatureScheme};
+use crate::crypto::{self, SignInput, SignatureScheme};
 use crate::hsm::{Hsm, HsmError, KeyAlgorithm, KeySlot};
-use crate::store::{KeyRecord, NewCertificate, Store, StoreError};
+use crate::metrics::Metrics;
+use crate::store::{self, KeyPurpose, KeyRecord, NewCertificate, Store, StoreError};
 
 /// Errors of the PKI service.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,9 @@ pub enum PkiError {
     /// The configuration does not allow the operation.
     #[error("{0}")]
     Config(String),
+    /// The audit log refused or failed.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// Stored material does not parse.
     #[error("stored certificate material is invalid: {0}")]
     Corrupt(String),
@@ -56,6 +61,7 @@ pub struct HsmSigner {
     hsm: Hsm,
     key: Arc<KeySlot>,
     scheme: SignatureScheme,
+    algorithm: AlgorithmIdentifierOwned,
     spki: SubjectPublicKeyInfoOwned,
 }
 
@@ -68,12 +74,16 @@ impl HsmSigner {
                 key.algorithm()
             ))
         })?;
+        let algorithm = scheme
+            .algorithm_identifier()
+            .map_err(|e| PkiError::Corrupt(e.to_string()))?;
         let spki = SubjectPublicKeyInfoOwned::from_der(key.public_key())
             .map_err(|e| PkiError::Corrupt(e.to_string()))?;
         Ok(HsmSigner {
             hsm,
             key,
             scheme,
+            algorithm,
             spki,
         })
     }
@@ -81,15 +91,7 @@ impl HsmSigner {
 
 impl TbsSigner for HsmSigner {
     fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
-        let oid = match self.scheme {
-            SignatureScheme::EcdsaP256Sha256 => const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
-            SignatureScheme::EcdsaP384Sha384 => const_oid::db::rfc5912::ECDSA_WITH_SHA_384,
-            SignatureScheme::Ed25519 => const_oid::db::rfc8410::ID_ED_25519,
-        };
-        AlgorithmIdentifierOwned {
-            oid,
-            parameters: None,
-        }
+        self.algorithm.clone()
     }
 
     fn public_key(&self) -> SubjectPublicKeyInfoOwned {
@@ -98,7 +100,7 @@ impl TbsSigner for HsmSigner {
 
     fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, signet_certs::SignerError> {
         self.hsm
-            .sign_blocking(&self.key, self.scheme, tbs)
+            .sign_blocking(&self.key, self.scheme, SignInput::Message(tbs))
             .map_err(|e| signet_certs::SignerError::new(e.to_string()))
     }
 }
@@ -123,6 +125,7 @@ pub async fn init(
     cfg: &Config,
     hsm: &Hsm,
     store: &Store,
+    metrics: &Metrics,
     out_dir: &Path,
 ) -> Result<InitReport, PkiError> {
     store.migrate().await?;
@@ -134,10 +137,43 @@ pub async fn init(
         ..InitReport::default()
     };
 
+    // The audit key comes first: everything after it is logged. Its own creation is logged as
+    // soon as the log can be written.
+    let (audit_key, new_audit_key) = match store.audit_key().await? {
+        Some(key) => (key, false),
+        None => {
+            let key = new_token_key(hsm, &cfg.audit.token, "audit", KeyAlgorithm::Ed25519).await?;
+            store.create_key(&key, KeyPurpose::Audit).await?;
+            report.actions.push(format!(
+                "created the audit checkpoint key (ed25519) in token `{}`",
+                cfg.audit.token
+            ));
+            (key, true)
+        }
+    };
+    let audit = Audit::start(
+        store.clone(),
+        hsm.clone(),
+        &audit_key,
+        cfg.audit.clone(),
+        metrics.clone(),
+    )
+    .await?;
+    if new_audit_key {
+        audit
+            .append(daemon_record(
+                "audit.key.create",
+                format!("key:{}", audit_key.label),
+                serde_json::json!({ "token": cfg.audit.token, "algorithm": "ed25519" }),
+                Some(&audit_key.public_key),
+            ))
+            .await?;
+    }
+
     let (ca_key, ca_der) = match store.ca().await? {
         Some(found) => found,
         None => {
-            let created = create_ca(cfg, hsm, store).await?;
+            let created = create_ca(cfg, hsm, &audit).await?;
             report.actions.push(format!(
                 "created the CA key ({}) in token `{}` and the CA certificate \"{}\"",
                 cfg.ca.algorithm, cfg.ca.token, cfg.ca.subject
@@ -158,13 +194,140 @@ pub async fn init(
     }
     let ca_signer = ca_signer(hsm, &ca_key)?;
 
-    if let Some(action) = ensure_server_tls(cfg, hsm, store, &ca_cert, &ca_signer).await? {
+    if store.audit_key().await?.is_none() {
+        let key = new_token_key(hsm, &cfg.audit.token, "audit", KeyAlgorithm::Ed25519).await?;
+        store.create_key(&key, KeyPurpose::Audit).await?;
+        report.actions.push(format!(
+            "created the audit checkpoint key (ed25519) in token `{}`",
+            cfg.audit.token
+        ));
+    }
+    if let Some(action) = ensure_server_tls(cfg, hsm, store, &audit, &ca_cert, &ca_signer).await? {
         report.actions.push(action);
     }
-    if let Some(action) = ensure_admin(cfg, store, &ca_cert, &ca_signer, &report).await? {
+    if !store.account_exists(&cfg.admin.name).await? {
+        let issuer = Issuer {
+            ca_cert: &ca_cert,
+            ca_signer: &ca_signer,
+            audit: &audit,
+        };
+        let action = create_client_account(
+            &issuer,
+            &cfg.admin.name,
+            &["admin".to_owned()],
+            cfg.admin.validity_days,
+            &report.admin_cert,
+            &report.admin_key,
+        )
+        .await?;
         report.actions.push(action);
     }
     Ok(report)
+}
+
+/// An entry for something the daemon did on its own (init, timers).
+fn daemon_record(
+    action: &str,
+    subject: String,
+    params: serde_json::Value,
+    output: Option<&[u8]>,
+) -> Record {
+    Record {
+        actor: Actor {
+            fingerprint: String::new(),
+            account: "signetd".into(),
+        },
+        action: action.into(),
+        subject,
+        params_digest: audit::params_digest(&params),
+        output_digest: output.map(audit::digest),
+        result: "ok".into(),
+    }
+}
+
+/// What issuing a certificate needs.
+#[derive(Debug)]
+pub struct Issuer<'a> {
+    /// The CA certificate.
+    pub ca_cert: &'a Certificate,
+    /// The CA key.
+    pub ca_signer: &'a Arc<HsmSigner>,
+    /// The log every issuance is appended to.
+    pub audit: &'a Audit,
+}
+
+/// Creates an account with `roles` and a client certificate whose key is generated here, for
+/// the operator, in software (a credential the operator carries, not a daemon key) and written
+/// with mode 0600. The account and certificate are stored with their audit entry, atomically.
+pub async fn create_client_account(
+    issuer: &Issuer<'_>,
+    name: &str,
+    roles: &[String],
+    validity_days: u32,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<String, PkiError> {
+    let secret = loop {
+        if let Ok(k) = p256::SecretKey::from_slice(random32()?.as_slice()) {
+            break k;
+        }
+    };
+    let spki = secret
+        .public_key()
+        .to_public_key_der()
+        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    let issued = issue(
+        issuer.ca_cert,
+        issuer.ca_signer,
+        Profile::MtlsClient,
+        &format!("CN={name}"),
+        spki.as_bytes(),
+        validity_days,
+        "mtls-client",
+    )
+    .await?;
+    let key_pem = secret
+        .to_pkcs8_pem(der::pem::LineEnding::LF)
+        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    let cert_pem = Certificate::from_der(&issued.der)
+        .and_then(|c| c.to_pem(der::pem::LineEnding::LF))
+        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
+    // Files first, then the account: a failure in between leaves unused files that the next
+    // run overwrites, never an account whose key is lost.
+    write_file(key_path, key_pem.as_bytes(), 0o600)?;
+    write_file(cert_path, cert_pem.as_bytes(), 0o644)?;
+    let record = daemon_record(
+        "account.create",
+        format!("account:{name}"),
+        serde_json::json!({ "name": name, "roles": roles, "serial": issued.serial }),
+        Some(&issued.der),
+    );
+    let id = uuid::Uuid::new_v4();
+    let (owned_name, owned_roles) = (name.to_owned(), roles.to_vec());
+    issuer
+        .audit
+        .append_with(
+            record,
+            Box::new(move |tx| {
+                Box::pin(async move {
+                    store::create_account_with_certificate(
+                        tx,
+                        id,
+                        &owned_name,
+                        &owned_roles,
+                        &issued,
+                    )
+                    .await
+                })
+            }),
+        )
+        .await?;
+    Ok(format!(
+        "created account `{name}` (roles {}) with a client certificate: {} and {}",
+        roles.join(", "),
+        cert_path.display(),
+        key_path.display()
+    ))
 }
 
 /// The CA key as a signer.
@@ -182,7 +345,7 @@ pub fn ca_signer(hsm: &Hsm, key: &KeyRecord) -> Result<Arc<HsmSigner>, PkiError>
 async fn create_ca(
     cfg: &Config,
     hsm: &Hsm,
-    store: &Store,
+    audit: &Audit,
 ) -> Result<(KeyRecord, Vec<u8>), PkiError> {
     if cfg.ca.algorithm.default_scheme().is_none() {
         return Err(PkiError::Config(format!(
@@ -204,7 +367,19 @@ async fn create_ca(
     let der = cert
         .to_der()
         .map_err(|e| PkiError::Corrupt(e.to_string()))?;
-    store.create_ca(&key, &der).await?;
+    let record = daemon_record(
+        "ca.create",
+        format!("key:{}", key.label),
+        serde_json::json!({ "subject": cfg.ca.subject, "algorithm": cfg.ca.algorithm.as_str() }),
+        Some(&der),
+    );
+    let (k, d) = (key.clone(), der.clone());
+    audit
+        .append_with(
+            record,
+            Box::new(move |tx| Box::pin(async move { store::create_ca(tx, &k, &d).await })),
+        )
+        .await?;
     tracing::info!(key = %key.label, "created the CA");
     Ok((key, der))
 }
@@ -213,6 +388,7 @@ async fn ensure_server_tls(
     cfg: &Config,
     hsm: &Hsm,
     store: &Store,
+    audit: &Audit,
     ca_cert: &Certificate,
     ca_signer: &Arc<HsmSigner>,
 ) -> Result<Option<String>, PkiError> {
@@ -262,64 +438,26 @@ async fn ensure_server_tls(
         "tls-server",
     )
     .await?;
-    store
-        .set_server_tls(&key, new_key, &issued, &cfg.tls.names)
+    let record = daemon_record(
+        "tls.certificate.issue",
+        format!("cert:{}", issued.serial),
+        serde_json::json!({ "names": cfg.tls.names, "reason": why }),
+        Some(&issued.der),
+    );
+    let names = cfg.tls.names.clone();
+    audit
+        .append_with(
+            record,
+            Box::new(move |tx| {
+                Box::pin(
+                    async move { store::set_server_tls(tx, &key, new_key, &issued, &names).await },
+                )
+            }),
+        )
         .await?;
     Ok(Some(format!(
         "issued the server certificate for {} ({why})",
         cfg.tls.names.join(", ")
-    )))
-}
-
-async fn ensure_admin(
-    cfg: &Config,
-    store: &Store,
-    ca_cert: &Certificate,
-    ca_signer: &Arc<HsmSigner>,
-    report: &InitReport,
-) -> Result<Option<String>, PkiError> {
-    let name = &cfg.admin.name;
-    if store.account_exists(name).await? {
-        return Ok(None);
-    }
-    // The admin's key is generated here, for the operator, in software: it is a client
-    // credential the operator carries, not a daemon key.
-    let secret = loop {
-        if let Ok(k) = p256::SecretKey::from_slice(random32()?.as_slice()) {
-            break k;
-        }
-    };
-    let spki = secret
-        .public_key()
-        .to_public_key_der()
-        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
-    let issued = issue(
-        ca_cert,
-        ca_signer,
-        Profile::MtlsClient,
-        &format!("CN={name}"),
-        spki.as_bytes(),
-        cfg.admin.validity_days,
-        "mtls-client",
-    )
-    .await?;
-    let key_pem = secret
-        .to_pkcs8_pem(der::pem::LineEnding::LF)
-        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
-    let cert_pem = Certificate::from_der(&issued.der)
-        .and_then(|c| c.to_pem(der::pem::LineEnding::LF))
-        .map_err(|e| PkiError::Corrupt(e.to_string()))?;
-    // Files first, then the account: a failure in between leaves unused files that the next
-    // run overwrites, never an account whose key is lost.
-    write_file(&report.admin_key, key_pem.as_bytes(), 0o600)?;
-    write_file(&report.admin_cert, cert_pem.as_bytes(), 0o644)?;
-    store
-        .create_account_with_certificate(name, &["admin".to_owned()], &issued)
-        .await?;
-    Ok(Some(format!(
-        "created account `{name}` (role admin) with a client certificate: {} and {}",
-        report.admin_cert.display(),
-        report.admin_key.display()
     )))
 }
 

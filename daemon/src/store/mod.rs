@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use time::OffsetDateTime;
+use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use crate::config;
 use crate::hsm::KeyAlgorithm;
+
+pub mod audit;
 
 mod embedded {
     refinery::embed_migrations!("../sql");
@@ -30,6 +33,9 @@ pub enum StoreError {
     /// A uniqueness or foreign-key rule refused the write (HTTP 409).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The row to change does not exist (HTTP 404).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// Stored data does not parse (a bug or tampering).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
@@ -155,9 +161,23 @@ pub struct PoolStatus {
 }
 
 /// The database. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// The owner's connection settings, for migrations, when they differ from the runtime role.
+    admin: Option<tokio_postgres::Config>,
+    /// The runtime role, to be made a member of `signetd_app` by the owner.
+    runtime_user: Option<String>,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Connection settings may hold passwords: never print them.
+        f.debug_struct("Store")
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -169,19 +189,19 @@ impl Store {
                 "database.url is not set (SIGNETD_DATABASE__URL)".into(),
             ));
         }
-        let mut pg: tokio_postgres::Config = cfg
-            .url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-        pg.connect_timeout(timeout);
-        if pg.get_application_name().is_none() {
-            pg.application_name("signetd");
-        }
+        let pg = pg_config(&cfg.url, timeout)?;
+        let admin = cfg
+            .admin_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .map(|u| pg_config(u, timeout))
+            .transpose()?;
+        let runtime_user = pg.get_user().map(str::to_owned);
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(cfg)?);
         let manager = Manager::from_config(
             pg,
-            tls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -194,29 +214,52 @@ impl Store {
             .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            admin,
+            runtime_user,
+            tls,
+        })
     }
 
-    /// Applies the migrations in `sql/` that are not applied yet. An advisory lock makes
-    /// concurrent starts of several daemons take turns.
+    /// Applies the migrations in `sql/` that are not applied yet, as the owner role
+    /// (`database.admin_url`) when one is configured, and makes the runtime role a member of
+    /// `signetd_app`, which may append to the audit log but never change it. An advisory lock
+    /// makes concurrent starts of several daemons take turns.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        let client: &mut tokio_postgres::Client = &mut conn;
-        let result = embedded::migrations::runner()
-            .set_abort_divergent(true)
-            .run_async(client)
-            .await;
-        let unlocked = conn
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-            .await;
-        let report = result.map_err(|e| StoreError::Migration(e.to_string()))?;
-        unlocked?;
-        for m in report.applied_migrations() {
-            tracing::info!(migration = %m, "applied migration");
+        match &self.admin {
+            Some(admin) => {
+                let (mut client, connection) = admin.connect(self.tls.clone()).await?;
+                let task = tokio::spawn(connection);
+                let result = migrate_on(&mut client).await;
+                let granted = match (&result, self.runtime_user()) {
+                    (Ok(()), Some(user)) => client
+                        .batch_execute(&format!("GRANT signetd_app TO {}", quote_ident(&user)))
+                        .await
+                        .map_err(StoreError::from),
+                    _ => Ok(()),
+                };
+                drop(client);
+                task.abort();
+                result.and(granted)
+            }
+            None => {
+                let mut conn = self.pool.get().await?;
+                let client: &mut tokio_postgres::Client = &mut conn;
+                migrate_on(client).await?;
+                tracing::warn!(
+                    "database.admin_url is not set: the runtime role owns the audit tables, so \
+                     only the trigger keeps them append-only; use a separate owner role in production"
+                );
+                Ok(())
+            }
         }
-        Ok(())
+    }
+
+    fn runtime_user(&self) -> Option<String> {
+        let admin_user = self.admin.as_ref()?.get_user()?;
+        let runtime = self.runtime_user.as_deref()?;
+        (runtime != admin_user).then(|| runtime.to_owned())
     }
 
     /// A round trip to the database.
@@ -270,20 +313,6 @@ impl Store {
             .transpose()
     }
 
-    /// Records the CA key and certificate in one transaction.
-    pub async fn create_ca(&self, key: &KeyRecord, certificate: &[u8]) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await?;
-        insert_key(&tx, key, KeyPurpose::Ca).await?;
-        tx.execute(
-            "INSERT INTO ca (id, key_id, certificate) VALUES (1, $1, $2)",
-            &[&key.id, &certificate],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The server key, certificate DER and names, if `init` has run.
     pub async fn server_tls(
         &self,
@@ -301,27 +330,24 @@ impl Store {
             .transpose()
     }
 
-    /// Records a new server key (when `new_key` is set) and certificate, replacing the current
-    /// one, in one transaction.
-    pub async fn set_server_tls(
-        &self,
-        key: &KeyRecord,
-        new_key: bool,
-        certificate: &NewCertificate,
-        names: &[String],
-    ) -> Result<(), StoreError> {
+    /// The active audit key, if `init` created one.
+    pub async fn audit_key(&self) -> Result<Option<KeyRecord>, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT id, token, label, algorithm, public_key, fingerprint, state FROM keys \
+                 WHERE purpose = 'audit' AND state = 'active' ORDER BY created_at DESC LIMIT 1",
+                &[],
+            )
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    /// Records a key.
+    pub async fn create_key(&self, key: &KeyRecord, purpose: KeyPurpose) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
         let tx = conn.transaction().await?;
-        if new_key {
-            insert_key(&tx, key, KeyPurpose::Tls).await?;
-        }
-        insert_certificate(&tx, None, certificate).await?;
-        tx.execute(
-            "INSERT INTO server_tls (id, key_id, serial, names) VALUES (1, $1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET key_id = $1, serial = $2, names = $3, updated_at = now()",
-            &[&key.id, &certificate.serial, &names],
-        )
-        .await?;
+        insert_key(&tx, key, purpose).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -333,26 +359,6 @@ impl Store {
             .query_opt("SELECT 1 FROM accounts WHERE name = $1", &[&name])
             .await?;
         Ok(row.is_some())
-    }
-
-    /// Creates an account with its first certificate in one transaction.
-    pub async fn create_account_with_certificate(
-        &self,
-        name: &str,
-        roles: &[String],
-        certificate: &NewCertificate,
-    ) -> Result<Uuid, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await?;
-        let id = Uuid::new_v4();
-        tx.execute(
-            "INSERT INTO accounts (id, name, roles) VALUES ($1, $2, $3)",
-            &[&id, &name, &roles],
-        )
-        .await?;
-        insert_certificate(&tx, Some(id), certificate).await?;
-        tx.commit().await?;
-        Ok(id)
     }
 
     /// The caller holding the certificate with this SHA-256 fingerprint.
@@ -380,8 +386,62 @@ impl Store {
     }
 }
 
+/// Records the CA key and certificate (inside an audited transaction).
+pub async fn create_ca(
+    tx: &Transaction<'_>,
+    key: &KeyRecord,
+    certificate: &[u8],
+) -> Result<(), StoreError> {
+    insert_key(tx, key, KeyPurpose::Ca).await?;
+    tx.execute(
+        "INSERT INTO ca (id, key_id, certificate) VALUES (1, $1, $2)",
+        &[&key.id, &certificate],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records a new server key (when `new_key` is set) and certificate, replacing the current one
+/// (inside an audited transaction).
+pub async fn set_server_tls(
+    tx: &Transaction<'_>,
+    key: &KeyRecord,
+    new_key: bool,
+    certificate: &NewCertificate,
+    names: &[String],
+) -> Result<(), StoreError> {
+    if new_key {
+        insert_key(tx, key, KeyPurpose::Tls).await?;
+    }
+    insert_certificate(tx, None, certificate).await?;
+    tx.execute(
+        "INSERT INTO server_tls (id, key_id, serial, names) VALUES (1, $1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET key_id = $1, serial = $2, names = $3, updated_at = now()",
+        &[&key.id, &certificate.serial, &names],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates an account with its first certificate (inside an audited transaction).
+pub async fn create_account_with_certificate(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    name: &str,
+    roles: &[String],
+    certificate: &NewCertificate,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO accounts (id, name, roles) VALUES ($1, $2, $3)",
+        &[&id, &name, &roles],
+    )
+    .await?;
+    insert_certificate(tx, Some(id), certificate).await?;
+    Ok(())
+}
+
 async fn insert_key(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     key: &KeyRecord,
     purpose: KeyPurpose,
 ) -> Result<(), StoreError> {
@@ -403,7 +463,7 @@ async fn insert_key(
 }
 
 async fn insert_certificate(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     account: Option<Uuid>,
     c: &NewCertificate,
 ) -> Result<(), StoreError> {
@@ -436,6 +496,41 @@ fn key_from_row(r: &tokio_postgres::Row) -> Result<KeyRecord, StoreError> {
         fingerprint: r.try_get(5)?,
         state: r.try_get(6)?,
     })
+}
+
+async fn migrate_on(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(client)
+        .await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let report = result.map_err(|e| StoreError::Migration(e.to_string()))?;
+    unlocked?;
+    for m in report.applied_migrations() {
+        tracing::info!(migration = %m, "applied migration");
+    }
+    Ok(())
+}
+
+fn pg_config(url: &str, timeout: Duration) -> Result<tokio_postgres::Config, StoreError> {
+    let mut pg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+    pg.connect_timeout(timeout);
+    if pg.get_application_name().is_none() {
+        pg.application_name("signetd");
+    }
+    Ok(pg)
+}
+
+/// Quotes an SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The rustls client configuration for database connections: the configured CA file, or the

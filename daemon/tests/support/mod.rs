@@ -64,15 +64,18 @@ impl Instance {
         let pg = TempCluster::with_options(Options { fsync: false }).expect("PostgreSQL cluster");
         pg.start().expect("start PostgreSQL");
         pg.create_database("signetd").expect("create database");
+        pg.create_role("signetd").expect("create role");
         let out = dir.path().join("out");
         let config_path = dir.path().join("signetd.toml");
         let config = format!(
             "state_dir = \"{out}\"\nshutdown_grace_secs = 5\n\n\
              [listen]\napi = \"127.0.0.1:0\"\npublic = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n\n\
-             [database]\nurl = \"{url}\"\ntimeout_secs = 2\n\n\
+             [database]\nurl = \"{url}\"\nadmin_url = \"{admin_url}\"\ntimeout_secs = 2\n\n\
+             [audit]\norigin = \"test.signetd/audit\"\ncheckpoint_every = 20\ncheckpoint_interval_secs = 1\n\n\
              [hsm]\nmodule = \"{module}\"\n\n{tokens}",
             out = out.display(),
-            url = pg.url("signetd"),
+            url = pg.url_as("signetd", "signetd"),
+            admin_url = pg.url("signetd"),
             module = softhsm.module_path().display(),
         );
         std::fs::write(&config_path, config).unwrap();

@@ -1,0 +1,420 @@
+//! audit: the Merkle audit log as a service — every operation appended through one group-commit
+//! writer per process (one per database at a time, by advisory lock), receipts, HSM-signed
+//! checkpoints, proofs, and the follow feed. The tree math lives in `signet-merkle`.
+
+mod verify;
+mod writer;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::pkcs8::DecodePublicKey as _;
+use serde::Serialize;
+use sha2::Digest as _;
+use signet_merkle::{Entry, Hash};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use verify::{VerifyReport, verify_log, verify_proof_offline};
+
+use crate::config;
+use crate::hsm::{Hsm, HsmError};
+use crate::store::{KeyRecord, Store, StoreError};
+
+/// Errors of the audit log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The log cannot be written now: the operation fails and nothing it did is visible.
+    #[error("the audit log is unavailable: {0}")]
+    Unavailable(String),
+    /// The operation's own database change failed; its failure is in the log under `receipt`.
+    #[error("operation failed: {error}")]
+    Operation {
+        /// Why.
+        error: StoreError,
+        /// The entry recording the failure.
+        receipt: Receipt,
+    },
+    /// A read asked for something outside the tree.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The entry cannot be encoded (a field is too long).
+    #[error("entry cannot be encoded: {0}")]
+    Encoding(String),
+    /// Stored data contradicts itself (a bug or tampering).
+    #[error("audit data is inconsistent: {0}")]
+    Corrupt(String),
+    /// The audit key is missing or unusable.
+    #[error("audit key: {0}")]
+    Key(String),
+}
+
+impl From<StoreError> for AuditError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(m) => AuditError::Corrupt(m),
+            other => AuditError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<HsmError> for AuditError {
+    fn from(e: HsmError) -> Self {
+        AuditError::Unavailable(format!("checkpoint signature: {e}"))
+    }
+}
+
+/// Who did it.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    /// SHA-256 of the caller's certificate, hex; empty for the daemon itself.
+    pub fingerprint: String,
+    /// Account name; empty when unknown.
+    pub account: String,
+}
+
+/// What a caller asks to log. `seq` and `time` are given by the writer.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Who.
+    pub actor: Actor,
+    /// What, e.g. `whoami`, `sign`, `cert.revoke`.
+    pub action: String,
+    /// On what, e.g. `ring:payments`.
+    pub subject: String,
+    /// SHA-256 of the canonical parameters ([`params_digest`]).
+    pub params_digest: Hash,
+    /// Digest of what the operation produced, if anything.
+    pub output_digest: Option<Hash>,
+    /// `ok` or `error:<kind>`.
+    pub result: String,
+}
+
+/// The proof of logging returned with every audited answer.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Receipt {
+    /// Sequence number (leaf index).
+    pub seq: u64,
+    /// RFC 6962 leaf hash, hex.
+    pub leaf_hash: String,
+}
+
+/// A database change made in the writer's transaction, atomically with its entry. Returning
+/// an error rolls the change back (to a savepoint) and logs the failure instead.
+pub type Mutation = Box<
+    dyn for<'t, 'c> FnOnce(
+            &'t tokio_postgres::Transaction<'c>,
+        )
+            -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 't>>
+        + Send,
+>;
+
+struct Job {
+    record: Record,
+    mutation: Option<Mutation>,
+    reply: oneshot::Sender<Result<Receipt, AuditError>>,
+}
+
+/// SHA-256 of the canonical JSON of `params` (keys sorted, no whitespace): the parameters are
+/// committed to without being stored.
+pub fn params_digest(params: &serde_json::Value) -> Hash {
+    // serde_json's default map is a BTreeMap: keys serialize sorted.
+    let bytes = serde_json::to_vec(params).unwrap_or_default();
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// SHA-256 of `data`.
+pub fn digest(data: &[u8]) -> Hash {
+    sha2::Sha256::digest(data).into()
+}
+
+/// The audit log. Cheap to clone.
+#[derive(Clone)]
+pub struct Audit {
+    jobs: mpsc::Sender<Job>,
+    size: watch::Receiver<u64>,
+    store: Store,
+    public_key: Arc<[u8; 32]>,
+    cfg: Arc<config::Audit>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("origin", &self.cfg.origin)
+            .field("size", &*self.size.borrow())
+            .finish()
+    }
+}
+
+/// The audit key's raw Ed25519 public key.
+pub fn ed25519_public_key(key: &KeyRecord) -> Result<[u8; 32], AuditError> {
+    ed25519_dalek::VerifyingKey::from_public_key_der(&key.public_key)
+        .map(|k| k.to_bytes())
+        .map_err(|e| AuditError::Key(format!("the audit key must be Ed25519: {e}")))
+}
+
+impl Audit {
+    /// Starts the writer task for this process.
+    pub async fn start(
+        store: Store,
+        hsm: Hsm,
+        key: &KeyRecord,
+        cfg: config::Audit,
+        metrics: crate::metrics::Metrics,
+    ) -> Result<Audit, AuditError> {
+        let public_key = ed25519_public_key(key)?;
+        let slot = {
+            let (h, k) = (hsm.clone(), key.clone());
+            tokio::task::spawn_blocking(move || h.key(&k.token, &k.label, k.algorithm))
+                .await
+                .map_err(|e| AuditError::Key(e.to_string()))??
+        };
+        let size = store.audit_size().await?;
+        let (size_tx, size_rx) = watch::channel(size);
+        let (jobs, rx) = mpsc::channel(cfg.max_batch.max(1) * 4);
+        let cfg = Arc::new(cfg);
+        let writer = writer::Writer::new(
+            store.clone(),
+            hsm,
+            slot,
+            public_key,
+            cfg.clone(),
+            size_tx,
+            metrics,
+        )
+        .await?;
+        tokio::spawn(writer.run(rx));
+        Ok(Audit {
+            jobs,
+            size: size_rx,
+            store,
+            public_key: Arc::new(public_key),
+            cfg,
+        })
+    }
+
+    /// Appends `record` and returns its receipt once the entry is durably committed.
+    pub async fn append(&self, record: Record) -> Result<Receipt, AuditError> {
+        self.submit(record, None).await
+    }
+
+    /// Runs `mutation` and appends `record` in one transaction: both are committed, or
+    /// neither is. If the mutation fails, its failure is logged instead and returned.
+    pub async fn append_with(
+        &self,
+        record: Record,
+        mutation: Mutation,
+    ) -> Result<Receipt, AuditError> {
+        self.submit(record, Some(mutation)).await
+    }
+
+    async fn submit(
+        &self,
+        record: Record,
+        mutation: Option<Mutation>,
+    ) -> Result<Receipt, AuditError> {
+        // Refuse what cannot be encoded before it reaches the writer.
+        probe_entry(&record)
+            .encode()
+            .map_err(|e| AuditError::Encoding(e.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                record,
+                mutation,
+                reply,
+            })
+            .await
+            .map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?
+    }
+
+    /// The number of entries this process knows of.
+    pub fn size(&self) -> u64 {
+        *self.size.borrow()
+    }
+
+    /// The configured origin (also the checkpoint key's name).
+    pub fn origin(&self) -> &str {
+        &self.cfg.origin
+    }
+
+    /// The raw Ed25519 checkpoint public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        *self.public_key
+    }
+
+    /// Entries from `from` on (at most `limit`), waiting up to `wait` for the first one when
+    /// there is none yet: the follow feed.
+    pub async fn entries(
+        &self,
+        from: u64,
+        limit: u64,
+        wait: Duration,
+    ) -> Result<Vec<Entry>, AuditError> {
+        let deadline =
+            tokio::time::Instant::now() + wait.min(Duration::from_secs(self.cfg.max_wait_secs));
+        let mut size = self.size.clone();
+        loop {
+            let found = self.store.audit_entries(from, limit).await?;
+            if !found.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(found);
+            }
+            // Woken by this process's writer, or after a second for other processes' entries.
+            let _ = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)),
+                size.wait_for(|s| *s > from),
+            )
+            .await;
+        }
+    }
+
+    /// The inclusion proof of entry `seq` in the tree of `size` entries (default: now), with
+    /// the leaf hash and the root.
+    pub async fn inclusion_proof(
+        &self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, AuditError> {
+        let current = self.store.audit_size().await?;
+        let size = size.unwrap_or(current);
+        if seq >= size || size > current {
+            return Err(AuditError::OutOfRange(format!(
+                "need seq < size <= {current}, got seq {seq}, size {size}"
+            )));
+        }
+        let plan = signet_merkle::inclusion_plan(seq, size)
+            .map_err(|e| AuditError::OutOfRange(e.to_string()))?;
+        let leaf_id = signet_merkle::NodeId {
+            level: 0,
+            index: seq,
+        };
+        let mut ids = signet_merkle::required_nodes(&plan);
+        ids.extend(signet_merkle::frontier_ids(size));
+        ids.push(leaf_id);
+        let nodes = self.store.audit_nodes(&ids).await?;
+        let lookup = |id: signet_merkle::NodeId| nodes.get(&id).copied();
+        let proof = signet_merkle::assemble(&plan, lookup)
+            .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+        let root = root_of(size, &nodes)?;
+        let leaf_hash = nodes
+            .get(&leaf_id)
+            .copied()
+            .ok_or_else(|| AuditError::Corrupt(format!("leaf {seq} has no stored hash")))?;
+        Ok(InclusionProof {
+            seq,
+            size,
+            leaf_hash: hex::encode(leaf_hash),
+            root: hex::encode(root),
+            proof: proof.iter().map(hex::encode).collect(),
+        })
+    }
+
+    /// The consistency proof between the trees of `from` and `to` entries.
+    pub async fn consistency_proof(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyProof, AuditError> {
+        let current = self.store.audit_size().await?;
+        if from == 0 || from > to || to > current {
+            return Err(AuditError::OutOfRange(format!(
+                "need 0 < from <= to <= {current}, got from {from}, to {to}"
+            )));
+        }
+        let plan = signet_merkle::consistency_plan(from, to)
+            .map_err(|e| AuditError::OutOfRange(e.to_string()))?;
+        let mut ids = signet_merkle::required_nodes(&plan);
+        ids.extend(signet_merkle::frontier_ids(from));
+        ids.extend(signet_merkle::frontier_ids(to));
+        let nodes = self.store.audit_nodes(&ids).await?;
+        let proof = signet_merkle::assemble(&plan, |id| nodes.get(&id).copied())
+            .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+        Ok(ConsistencyProof {
+            from,
+            to,
+            from_root: hex::encode(root_of(from, &nodes)?),
+            to_root: hex::encode(root_of(to, &nodes)?),
+            proof: proof.iter().map(hex::encode).collect(),
+        })
+    }
+
+    /// The newest signed checkpoint.
+    pub async fn latest_checkpoint(
+        &self,
+    ) -> Result<Option<crate::store::audit::StoredCheckpoint>, AuditError> {
+        Ok(self.store.latest_checkpoint().await?)
+    }
+}
+
+/// The root of the tree of `size` entries from its stored frontier nodes.
+pub(crate) fn root_of(
+    size: u64,
+    nodes: &std::collections::HashMap<signet_merkle::NodeId, Hash>,
+) -> Result<Hash, AuditError> {
+    let hashes = signet_merkle::frontier_ids(size)
+        .into_iter()
+        .map(|id| {
+            nodes
+                .get(&id)
+                .copied()
+                .ok_or_else(|| AuditError::Corrupt(format!("node {id:?} is missing")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    signet_merkle::Frontier::from_nodes(size, hashes)
+        .map(|f| f.root())
+        .map_err(|e| AuditError::Corrupt(e.to_string()))
+}
+
+/// An inclusion proof as served.
+#[derive(Debug, Clone, Serialize)]
+pub struct InclusionProof {
+    /// Leaf index.
+    pub seq: u64,
+    /// Tree size.
+    pub size: u64,
+    /// The leaf hash, hex.
+    pub leaf_hash: String,
+    /// The root of the tree of `size`, hex.
+    pub root: String,
+    /// Audit path, hex, leaf to root.
+    pub proof: Vec<String>,
+}
+
+/// A consistency proof as served.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsistencyProof {
+    /// Old size.
+    pub from: u64,
+    /// New size.
+    pub to: u64,
+    /// Root at `from`, hex.
+    pub from_root: String,
+    /// Root at `to`, hex.
+    pub to_root: String,
+    /// The proof, hex.
+    pub proof: Vec<String>,
+}
+
+fn probe_entry(record: &Record) -> Entry {
+    entry_from(record, 0, 0)
+}
+
+fn entry_from(record: &Record, seq: u64, time_micros: i64) -> Entry {
+    Entry {
+        seq,
+        time_micros,
+        actor_fingerprint: record.actor.fingerprint.clone(),
+        actor_account: record.actor.account.clone(),
+        action: record.action.clone(),
+        subject: record.subject.clone(),
+        params_digest: record.params_digest,
+        output_digest: record.output_digest,
+        result: record.result.clone(),
+    }
+}

@@ -1,0 +1,244 @@
+//! audit::verify: `signetd audit verify` — recompute the whole tree from the database, check every
+//! checkpoint's signature, root and consistency with the one before, and name the first bad
+//! entry — and `verify-proof`, the offline check of one entry against a checkpoint.
+
+use signet_merkle::{Entry, Frontier, Hash, NodeId, SignedNote};
+
+use crate::store::Store;
+
+/// Entries read per query.
+const CHUNK: u64 = 10_000;
+
+/// What a clean verification covered.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Entries recomputed.
+    pub entries: u64,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// The root of the whole tree, hex.
+    pub root: String,
+}
+
+/// Why verification failed. `seq` names the first bad entry when one can be named.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{reason}", seq.map(|s| format!("entry {s}: ")).unwrap_or_default())]
+pub struct VerifyError {
+    /// The first bad entry.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn bad(seq: Option<u64>, reason: impl Into<String>) -> VerifyError {
+    VerifyError {
+        seq,
+        reason: reason.into(),
+    }
+}
+
+/// Recomputes the log from the database and checks it against its stored hashes and signed
+/// checkpoints.
+pub async fn verify_log(
+    store: &Store,
+    origin: &str,
+    public_key: &[u8; 32],
+) -> Result<VerifyReport, VerifyError> {
+    let db = |e: crate::store::StoreError| bad(None, format!("database: {e}"));
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key)
+        .map_err(|e| bad(None, format!("audit public key: {e}")))?;
+    let checkpoints = store.checkpoints().await.map_err(db)?;
+    // Check each checkpoint's own signature first: a forged note is named before entries.
+    let mut expected = Vec::with_capacity(checkpoints.len());
+    for stored in &checkpoints {
+        let note = SignedNote::parse(&stored.note)
+            .map_err(|e| bad(None, format!("checkpoint at size {}: {e}", stored.size)))?;
+        let checkpoint = note.verify(origin, &vk).map_err(|e| {
+            bad(
+                None,
+                format!("checkpoint at size {}: signature: {e}", stored.size),
+            )
+        })?;
+        if checkpoint.size() != stored.size
+            || *checkpoint.root() != stored.root
+            || checkpoint.origin() != origin
+        {
+            return Err(bad(
+                None,
+                format!(
+                    "checkpoint at size {}: signed note differs from its row",
+                    stored.size
+                ),
+            ));
+        }
+        expected.push(checkpoint);
+    }
+
+    let mut frontier = Frontier::empty();
+    let mut next_checkpoint = expected.iter().peekable();
+    let mut previous: Option<(u64, Hash)> = None;
+    let mut checked = 0;
+    loop {
+        let entries = store
+            .audit_entries(frontier.size(), CHUNK)
+            .await
+            .map_err(db)?;
+        if entries.is_empty() {
+            break;
+        }
+        let leaves = store
+            .audit_leaf_hashes(frontier.size(), CHUNK)
+            .await
+            .map_err(db)?;
+        let mut stored_leaves = leaves.into_iter().peekable();
+        for entry in entries {
+            let seq = frontier.size();
+            if entry.seq != seq {
+                return Err(bad(Some(seq), "entry is missing (the sequence has a gap)"));
+            }
+            let leaf = entry
+                .encode()
+                .map_err(|e| bad(Some(seq), format!("cannot encode: {e}")))?;
+            let leaf_hash = signet_merkle::hash_leaf(&leaf);
+            while stored_leaves.peek().is_some_and(|(i, _)| *i < seq) {
+                stored_leaves.next();
+            }
+            match stored_leaves.peek() {
+                Some((i, h)) if *i == seq && *h == leaf_hash => {}
+                Some((i, _)) if *i == seq => {
+                    return Err(bad(
+                        Some(seq),
+                        "entry does not match its recorded leaf hash",
+                    ));
+                }
+                _ => return Err(bad(Some(seq), "entry has no recorded leaf hash")),
+            }
+            frontier.append(leaf_hash);
+            while let Some(cp) = next_checkpoint.peek() {
+                if cp.size() != frontier.size() {
+                    break;
+                }
+                if *cp.root() != frontier.root() {
+                    return Err(bad(
+                        Some(previous.map_or(0, |(s, _)| s)),
+                        format!(
+                            "checkpoint at size {} does not match the entries after size {}",
+                            cp.size(),
+                            previous.map_or(0, |(s, _)| s)
+                        ),
+                    ));
+                }
+                if let Some((old_size, old_root)) = previous {
+                    check_consistency(store, old_size, &old_root, cp.size(), cp.root()).await?;
+                }
+                previous = Some((cp.size(), *cp.root()));
+                checked += 1;
+                next_checkpoint.next();
+            }
+        }
+    }
+    if let Some(cp) = next_checkpoint.next() {
+        return Err(bad(
+            Some(frontier.size()),
+            format!(
+                "entry is missing: the log ends at {} entries but a checkpoint covers {}",
+                frontier.size(),
+                cp.size()
+            ),
+        ));
+    }
+    let beyond = store
+        .audit_nodes(&[NodeId {
+            level: 0,
+            index: frontier.size(),
+        }])
+        .await
+        .map_err(db)?;
+    if !beyond.is_empty() {
+        return Err(bad(
+            Some(frontier.size()),
+            "entry is missing: its leaf hash is recorded but the entry is gone",
+        ));
+    }
+    Ok(VerifyReport {
+        entries: frontier.size(),
+        checkpoints: checked,
+        root: hex::encode(frontier.root()),
+    })
+}
+
+async fn check_consistency(
+    store: &Store,
+    old_size: u64,
+    old_root: &Hash,
+    new_size: u64,
+    new_root: &Hash,
+) -> Result<(), VerifyError> {
+    let plan = signet_merkle::consistency_plan(old_size, new_size)
+        .map_err(|e| bad(None, format!("consistency plan: {e}")))?;
+    let nodes = store
+        .audit_nodes(&signet_merkle::required_nodes(&plan))
+        .await
+        .map_err(|e| bad(None, format!("database: {e}")))?;
+    let proof = signet_merkle::assemble(&plan, |id| nodes.get(&id).copied())
+        .map_err(|e| bad(Some(old_size), format!("stored nodes incomplete: {e}")))?;
+    signet_merkle::verify_consistency(old_size, new_size, old_root, new_root, &proof).map_err(|e| {
+        bad(
+            Some(old_size),
+            format!("checkpoints at sizes {old_size} and {new_size} are not consistent: {e}"),
+        )
+    })
+}
+
+/// Checks offline that `leaf` (the canonical entry encoding) is entry `proof_seq` of the tree
+/// that `note` (a checkpoint signed by `name` with `public_key`) commits to, given the audit
+/// path `proof`. Returns the decoded entry.
+pub fn verify_proof_offline(
+    note: &str,
+    name: &str,
+    public_key: &[u8; 32],
+    leaf: &[u8],
+    proof_seq: u64,
+    proof_size: u64,
+    proof: &[Hash],
+) -> Result<Entry, VerifyError> {
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key)
+        .map_err(|e| bad(None, format!("public key: {e}")))?;
+    let checkpoint = SignedNote::parse(note)
+        .map_err(|e| bad(None, format!("checkpoint: {e}")))?
+        .verify(name, &vk)
+        .map_err(|e| bad(None, format!("checkpoint signature: {e}")))?;
+    if checkpoint.size() != proof_size {
+        return Err(bad(
+            None,
+            format!(
+                "the proof is for a tree of {proof_size} entries but the checkpoint has {}",
+                checkpoint.size()
+            ),
+        ));
+    }
+    let entry = Entry::decode(leaf).map_err(|e| bad(Some(proof_seq), format!("entry: {e}")))?;
+    if entry.seq != proof_seq {
+        return Err(bad(
+            Some(entry.seq),
+            format!(
+                "the entry is number {} but the proof is for {proof_seq}",
+                entry.seq
+            ),
+        ));
+    }
+    signet_merkle::verify_inclusion(
+        &signet_merkle::hash_leaf(leaf),
+        proof_seq,
+        proof_size,
+        proof,
+        checkpoint.root(),
+    )
+    .map_err(|e| {
+        bad(
+            Some(proof_seq),
+            format!("not in the checkpointed tree: {e}"),
+        )
+    })?;
+    Ok(entry)
+}

@@ -1,0 +1,291 @@
+//! audit::writer: group commit. One task per process drains queued entries into one
+//! transaction (one fsync), under the database-wide writer lock, and answers each caller only
+//! after the commit. Checkpoints are signed in the same transaction when due, or on a timer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use signet_merkle::{Checkpoint, Frontier, Hash, NoteSignature, SignedNote};
+use tokio::sync::{mpsc, watch};
+
+use super::{AuditError, Job, Receipt, entry_from};
+use crate::config;
+use crate::crypto::SignatureScheme;
+use crate::hsm::{Hsm, KeySlot};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError, audit as sql};
+
+pub(super) struct Writer {
+    store: Store,
+    hsm: Hsm,
+    key: Arc<KeySlot>,
+    key_id: [u8; 4],
+    cfg: Arc<config::Audit>,
+    /// The tree as this process last committed it; `None` forces a reload.
+    frontier: Option<Frontier>,
+    last_checkpoint: u64,
+    last_checkpoint_at: Instant,
+    size_tx: watch::Sender<u64>,
+    metrics: Metrics,
+}
+
+impl Writer {
+    pub(super) async fn new(
+        store: Store,
+        hsm: Hsm,
+        key: Arc<KeySlot>,
+        public_key: [u8; 32],
+        cfg: Arc<config::Audit>,
+        size_tx: watch::Sender<u64>,
+        metrics: Metrics,
+    ) -> Result<Self, AuditError> {
+        let last_checkpoint = store.latest_checkpoint().await?.map_or(0, |c| c.size);
+        Ok(Writer {
+            key_id: signet_merkle::key_id(&cfg.origin, &public_key),
+            store,
+            hsm,
+            key,
+            cfg,
+            frontier: None,
+            last_checkpoint,
+            last_checkpoint_at: Instant::now(),
+            size_tx,
+            metrics,
+        })
+    }
+
+    pub(super) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                job = jobs.recv() => {
+                    let Some(job) = job else { break };
+                    let mut batch = vec![job];
+                    while batch.len() < self.cfg.max_batch {
+                        match jobs.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(batch).await;
+                }
+                _ = tick.tick() => {
+                    let due = self.last_checkpoint_at.elapsed()
+                        >= Duration::from_secs(self.cfg.checkpoint_interval_secs);
+                    if due && let Err(e) = self.checkpoint_now().await {
+                        tracing::warn!(error = %e, "timed checkpoint failed");
+                    }
+                }
+            }
+        }
+        tracing::debug!("audit writer stopped");
+    }
+
+    async fn commit(&mut self, batch: Vec<Job>) {
+        let started = Instant::now();
+        let count = batch.len();
+        let (replies, outcome) = self.write(batch).await;
+        match outcome {
+            Ok(frontier) => {
+                let size = frontier.size();
+                self.frontier = Some(frontier);
+                let _ = self.size_tx.send(size);
+                self.metrics.audit_appends.inc_by(count as u64);
+                self.metrics
+                    .audit_commit_duration
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .audit_size
+                    .set(i64::try_from(size).unwrap_or(i64::MAX));
+                for (reply, result) in replies {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                // Nothing of this batch is visible: the transaction rolled back.
+                self.frontier = None;
+                self.metrics.audit_failures.inc();
+                tracing::error!(error = %e, entries = count, "audit commit failed");
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(AuditError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Writes one batch. Returns each caller's reply (sent only if the commit succeeds) and the
+    /// new frontier.
+    #[allow(clippy::type_complexity)]
+    async fn write(
+        &mut self,
+        batch: Vec<Job>,
+    ) -> (
+        Vec<(
+            tokio::sync::oneshot::Sender<Result<Receipt, AuditError>>,
+            Result<Receipt, AuditError>,
+        )>,
+        Result<Frontier, AuditError>,
+    ) {
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut jobs = Vec::with_capacity(batch.len());
+        for job in batch {
+            jobs.push((job.record, job.mutation));
+            replies.push(job.reply);
+        }
+        let mut results = Vec::with_capacity(jobs.len());
+        let outcome: Result<Frontier, AuditError> = async {
+            let mut conn = self.store.writer_connection().await?;
+            let tx = conn.transaction().await.map_err(StoreError::from)?;
+            let size = sql::lock_writer(&tx).await?;
+            let mut frontier = self.load_frontier(&tx, size).await?;
+            let mut entries = Vec::with_capacity(jobs.len());
+            let mut nodes = Vec::new();
+            for (mut record, mutation) in jobs {
+                let mut failure = None;
+                if let Some(mutation) = mutation {
+                    tx.batch_execute("SAVEPOINT op")
+                        .await
+                        .map_err(StoreError::from)?;
+                    match mutation(&tx).await {
+                        Ok(()) => tx
+                            .batch_execute("RELEASE SAVEPOINT op")
+                            .await
+                            .map_err(StoreError::from)?,
+                        Err(e) => {
+                            // A broken connection also fails here, which aborts the batch.
+                            tx.batch_execute("ROLLBACK TO SAVEPOINT op")
+                                .await
+                                .map_err(StoreError::from)?;
+                            record.result = format!("error:{}", store_error_kind(&e));
+                            failure = Some(e);
+                        }
+                    }
+                }
+                let entry = entry_from(&record, frontier.size(), now_micros());
+                let leaf = entry
+                    .encode()
+                    .map_err(|e| AuditError::Encoding(e.to_string()))?;
+                let leaf_hash = signet_merkle::hash_leaf(&leaf);
+                nodes.extend(frontier.append(leaf_hash));
+                let receipt = Receipt {
+                    seq: entry.seq,
+                    leaf_hash: hex::encode(leaf_hash),
+                };
+                results.push(match failure {
+                    None => Ok(receipt),
+                    Some(error) => Err(AuditError::Operation { error, receipt }),
+                });
+                entries.push(entry);
+            }
+            sql::insert(&tx, &entries, &nodes).await?;
+            if frontier.size() - self.last_checkpoint.min(frontier.size())
+                >= self.cfg.checkpoint_every
+            {
+                self.sign_checkpoint(&tx, &frontier).await?;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(frontier)
+        }
+        .await;
+        if outcome.is_ok() && results.len() == replies.len() {
+            (replies.into_iter().zip(results).collect(), outcome)
+        } else {
+            let failed = replies
+                .into_iter()
+                .map(|r| (r, Err(AuditError::Unavailable("batch failed".into()))))
+                .collect();
+            (
+                failed,
+                outcome.and_then(|_| Err(AuditError::Corrupt("batch bookkeeping".into()))),
+            )
+        }
+    }
+
+    /// The frontier at `size`, reusing the cached one when no other process appended.
+    async fn load_frontier(
+        &mut self,
+        tx: &tokio_postgres::Transaction<'_>,
+        size: u64,
+    ) -> Result<Frontier, AuditError> {
+        if let Some(f) = &self.frontier
+            && f.size() == size
+        {
+            return Ok(f.clone());
+        }
+        let ids = signet_merkle::frontier_ids(size);
+        let found = sql::nodes(tx, &ids).await?;
+        let hashes = ids
+            .iter()
+            .map(|id| {
+                found
+                    .get(id)
+                    .copied()
+                    .ok_or_else(|| AuditError::Corrupt(format!("frontier node {id:?} missing")))
+            })
+            .collect::<Result<Vec<Hash>, _>>()?;
+        Frontier::from_nodes(size, hashes).map_err(|e| AuditError::Corrupt(e.to_string()))
+    }
+
+    async fn sign_checkpoint(
+        &mut self,
+        tx: &tokio_postgres::Transaction<'_>,
+        frontier: &Frontier,
+    ) -> Result<(), AuditError> {
+        let checkpoint = Checkpoint::new(self.cfg.origin.clone(), frontier.size(), frontier.root())
+            .map_err(|e| AuditError::Encoding(e.to_string()))?;
+        let body = checkpoint.body();
+        let signature = self
+            .hsm
+            .sign(
+                &self.key,
+                SignatureScheme::Ed25519,
+                body.clone().into_bytes(),
+            )
+            .await?;
+        let line = NoteSignature::new(self.cfg.origin.clone(), self.key_id, signature)
+            .map_err(|e| AuditError::Encoding(e.to_string()))?;
+        let note = SignedNote::new(body, vec![line])
+            .map_err(|e| AuditError::Encoding(e.to_string()))?
+            .encode();
+        sql::insert_checkpoint(tx, checkpoint.size(), checkpoint.root(), &note).await?;
+        self.last_checkpoint = checkpoint.size();
+        self.last_checkpoint_at = Instant::now();
+        self.metrics.audit_checkpoints.inc();
+        Ok(())
+    }
+
+    /// A checkpoint of the current tree if it grew since the last one.
+    async fn checkpoint_now(&mut self) -> Result<(), AuditError> {
+        let mut conn = self.store.writer_connection().await?;
+        let tx = conn.transaction().await.map_err(StoreError::from)?;
+        let size = sql::lock_writer(&tx).await?;
+        if size == 0 || size <= self.last_checkpoint {
+            self.last_checkpoint_at = Instant::now();
+            return Ok(());
+        }
+        let frontier = self.load_frontier(&tx, size).await?;
+        self.sign_checkpoint(&tx, &frontier).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.frontier = Some(frontier);
+        Ok(())
+    }
+}
+
+fn store_error_kind(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Unavailable(_) => "unavailable",
+        StoreError::Conflict(_) => "conflict",
+        StoreError::Corrupt(_) => "corrupt",
+        StoreError::Config(_) => "config",
+        StoreError::Migration(_) => "migration",
+        StoreError::NotFound(_) => "not_found",
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

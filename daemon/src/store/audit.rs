@@ -1,0 +1,281 @@
+//! store::audit: the SQL of the audit log — entries, complete-subtree nodes, checkpoints, and
+//! the advisory lock that makes one writer per database.
+
+use std::collections::HashMap;
+
+use signet_merkle::{Entry, Hash, NodeId};
+use time::OffsetDateTime;
+use tokio_postgres::GenericClient;
+
+use super::{Store, StoreError};
+
+/// Advisory lock key held (per transaction) by the audit writer: "signet" followed by 2.
+const WRITER_LOCK: i64 = 0x7369_676e_6574_0002;
+
+/// A stored checkpoint.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    /// Tree size.
+    pub size: u64,
+    /// Root hash.
+    pub root: Hash,
+    /// The signed note.
+    pub note: String,
+}
+
+fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative value {v}")))
+}
+
+fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("value {v} out of range")))
+}
+
+fn to_hash(bytes: &[u8]) -> Result<Hash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("hash of {} bytes", bytes.len())))
+}
+
+fn time_micros(t: OffsetDateTime) -> Result<i64, StoreError> {
+    i64::try_from(t.unix_timestamp_nanos() / 1000)
+        .map_err(|_| StoreError::Corrupt("time out of range".into()))
+}
+
+fn from_micros(micros: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn entry_from_row(r: &tokio_postgres::Row) -> Result<Entry, StoreError> {
+    let params: Vec<u8> = r.try_get(6)?;
+    let output: Option<Vec<u8>> = r.try_get(7)?;
+    Ok(Entry {
+        seq: to_u64(r.try_get(0)?)?,
+        time_micros: time_micros(r.try_get(1)?)?,
+        actor_fingerprint: r.try_get(2)?,
+        actor_account: r.try_get(3)?,
+        action: r.try_get(4)?,
+        subject: r.try_get(5)?,
+        params_digest: to_hash(&params)?,
+        output_digest: output.as_deref().map(to_hash).transpose()?,
+        result: r.try_get(8)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str = "seq, time, actor_fingerprint, actor_account, action, subject, params_digest, output_digest, result";
+
+/// Takes the writer lock for the rest of the transaction; returns the current tree size.
+pub async fn lock_writer(tx: &tokio_postgres::Transaction<'_>) -> Result<u64, StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
+        .await?;
+    size(tx).await
+}
+
+/// The number of entries (the next sequence number).
+pub async fn size(client: &impl GenericClient) -> Result<u64, StoreError> {
+    let row = client
+        .query_one("SELECT coalesce(max(seq) + 1, 0) FROM audit_entries", &[])
+        .await?;
+    to_u64(row.try_get(0)?)
+}
+
+/// Stored node hashes for `ids`, in one query. Missing ids are absent from the map.
+pub async fn nodes(
+    client: &impl GenericClient,
+    ids: &[NodeId],
+) -> Result<HashMap<NodeId, Hash>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let levels: Vec<i16> = ids.iter().map(|n| i16::from(n.level)).collect();
+    let idxs = ids
+        .iter()
+        .map(|n| to_i64(n.index))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = client
+        .query(
+            "SELECT n.level, n.idx, n.hash FROM audit_nodes n \
+             JOIN unnest($1::smallint[], $2::bigint[]) AS want(level, idx) \
+             ON n.level = want.level AND n.idx = want.idx",
+            &[&levels, &idxs],
+        )
+        .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let level: i16 = r.try_get(0)?;
+        let id = NodeId {
+            level: u8::try_from(level).map_err(|_| StoreError::Corrupt("node level".into()))?,
+            index: to_u64(r.try_get(1)?)?,
+        };
+        let hash: Vec<u8> = r.try_get(2)?;
+        out.insert(id, to_hash(&hash)?);
+    }
+    Ok(out)
+}
+
+/// Appends entries and the nodes they completed (in one statement each).
+pub async fn insert(
+    tx: &deadpool_postgres::Transaction<'_>,
+    entries: &[Entry],
+    new_nodes: &[(NodeId, Hash)],
+) -> Result<(), StoreError> {
+    let mut seqs = Vec::with_capacity(entries.len());
+    let mut times = Vec::with_capacity(entries.len());
+    let mut fingerprints = Vec::with_capacity(entries.len());
+    let mut accounts = Vec::with_capacity(entries.len());
+    let mut actions = Vec::with_capacity(entries.len());
+    let mut subjects = Vec::with_capacity(entries.len());
+    let mut params = Vec::with_capacity(entries.len());
+    let mut outputs: Vec<Option<Vec<u8>>> = Vec::with_capacity(entries.len());
+    let mut results = Vec::with_capacity(entries.len());
+    for e in entries {
+        seqs.push(to_i64(e.seq)?);
+        times.push(from_micros(e.time_micros)?);
+        fingerprints.push(e.actor_fingerprint.as_str());
+        accounts.push(e.actor_account.as_str());
+        actions.push(e.action.as_str());
+        subjects.push(e.subject.as_str());
+        params.push(e.params_digest.to_vec());
+        outputs.push(e.output_digest.map(|d| d.to_vec()));
+        results.push(e.result.as_str());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit_entries (seq, time, actor_fingerprint, actor_account, action, subject, params_digest, output_digest, result) \
+             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::text[])",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &seqs,
+            &times,
+            &fingerprints,
+            &accounts,
+            &actions,
+            &subjects,
+            &params,
+            &outputs,
+            &results,
+        ],
+    )
+    .await?;
+    let levels: Vec<i16> = new_nodes.iter().map(|(n, _)| i16::from(n.level)).collect();
+    let idxs = new_nodes
+        .iter()
+        .map(|(n, _)| to_i64(n.index))
+        .collect::<Result<Vec<_>, _>>()?;
+    let hashes: Vec<Vec<u8>> = new_nodes.iter().map(|(_, h)| h.to_vec()).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit_nodes (level, idx, hash) \
+             SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+        )
+        .await?;
+    tx.execute(&stmt, &[&levels, &idxs, &hashes]).await?;
+    Ok(())
+}
+
+/// Records a signed checkpoint.
+pub async fn insert_checkpoint(
+    client: &impl GenericClient,
+    size: u64,
+    root: &Hash,
+    note: &str,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO audit_checkpoints (size, root, note) VALUES ($1, $2, $3) ON CONFLICT (size) DO NOTHING",
+            &[&to_i64(size)?, &root.as_slice(), &note],
+        )
+        .await?;
+    Ok(())
+}
+
+fn checkpoint_from_row(r: &tokio_postgres::Row) -> Result<StoredCheckpoint, StoreError> {
+    let root: Vec<u8> = r.try_get(1)?;
+    Ok(StoredCheckpoint {
+        size: to_u64(r.try_get(0)?)?,
+        root: to_hash(&root)?,
+        note: r.try_get(2)?,
+    })
+}
+
+impl Store {
+    /// The number of audit entries.
+    pub async fn audit_size(&self) -> Result<u64, StoreError> {
+        let conn = self.pool.get().await?;
+        size(&**conn).await
+    }
+
+    /// Stored node hashes.
+    pub async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
+        let conn = self.pool.get().await?;
+        nodes(&**conn, ids).await
+    }
+
+    /// Entries with `from <= seq < from + limit`, in order.
+    pub async fn audit_entries(&self, from: u64, limit: u64) -> Result<Vec<Entry>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
+                ),
+                &[&to_i64(from)?, &to_i64(limit)?],
+            )
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// The newest checkpoint.
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT size, root, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+                &[],
+            )
+            .await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    /// Every checkpoint, oldest first.
+    pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "SELECT size, root, note FROM audit_checkpoints ORDER BY size",
+                &[],
+            )
+            .await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    /// Stored leaf hashes (level-0 nodes) with `from <= idx < from + limit`.
+    pub async fn audit_leaf_hashes(
+        &self,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Hash)>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "SELECT idx, hash FROM audit_nodes WHERE level = 0 AND idx >= $1 ORDER BY idx LIMIT $2",
+                &[&to_i64(from)?, &to_i64(limit)?],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let h: Vec<u8> = r.try_get(1)?;
+                Ok((to_u64(r.try_get(0)?)?, to_hash(&h)?))
+            })
+            .collect()
+    }
+
+    /// A connection for the audit writer.
+    pub(crate) async fn writer_connection(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
