@@ -61,6 +61,12 @@ pub struct App {
     pub ca_signer: Arc<HsmSigner>,
     /// The audit log.
     pub audit: Audit,
+    /// Online signing.
+    pub signing: crate::signing::Signing,
+    /// The certificate authority at run time.
+    pub ca: crate::pki::service::CaService,
+    /// Batch record signing.
+    pub jobs: crate::jobs::Jobs,
 }
 
 /// Opens the HSM layer with every configured token (PINs from their sources).
@@ -122,6 +128,10 @@ impl App {
             .server_tls()
             .await?
             .ok_or(StartError::NotInitialised("the server certificate"))?;
+        let signing =
+            crate::signing::Signing::start(hsm.clone(), store.clone(), metrics.clone()).await?;
+        let ca = crate::pki::service::CaService::start(store.clone()).await?;
+        let jobs = crate::jobs::Jobs::start(store.clone()).await?;
         let tls_slot = hsm.key(&tls_key.token, &tls_key.label, tls_key.algorithm)?;
         let tls = crate::tls::server_config(&hsm, tls_slot, &tls_cert, &ca_der)?;
         let ca_pem = x509_cert::Certificate::from_der(&ca_der)
@@ -136,6 +146,9 @@ impl App {
             ca_pem: Arc::new(ca_pem),
             ca_signer,
             audit,
+            signing,
+            ca,
+            jobs,
         };
         Ok((app, tls))
     }

@@ -3,7 +3,10 @@
 //! the per-request identity check that keeps held and revoked clients out (invariant 7).
 
 mod audit;
+mod jobs;
+mod pki;
 mod problem;
+mod sign;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +61,9 @@ pub fn api_router(app: App) -> Router {
         .route("/v1/audit/proof/inclusion", get(audit::inclusion))
         .route("/v1/audit/proof/consistency", get(audit::consistency))
         .route("/v1/audit/key", get(audit::key))
+        .merge(sign::routes())
+        .merge(pki::routes())
+        .merge(jobs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(app.clone(), identify))

@@ -2,6 +2,8 @@
 //! server's TLS key and certificate, the first admin), with every signature made in the token
 //! through the `signet-certs` signer trait.
 
+pub mod service;
+
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt as _;

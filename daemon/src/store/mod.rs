@@ -15,6 +15,9 @@ use crate::config;
 use crate::hsm::KeyAlgorithm;
 
 pub mod audit;
+pub mod jobs;
+pub mod pki;
+pub mod rings;
 
 mod embedded {
     refinery::embed_migrations!("../sql");

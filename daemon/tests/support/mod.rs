@@ -10,6 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use signet_pgcluster::{Options, TempCluster};
+
+pub mod jobs;
+pub mod pki;
+pub mod sign;
 use signet_softhsm::SoftHsm;
 
 pub const TOKENS: [&str; 3] = ["ca", "audit", "signing"];

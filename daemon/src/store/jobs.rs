@@ -1,0 +1,1 @@
+//! store::jobs: the SQL of records, signatures, jobs and batches.

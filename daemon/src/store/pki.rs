@@ -1,0 +1,1 @@
+//! store::pki: the SQL of accounts, certificates, their status changes and CRLs.

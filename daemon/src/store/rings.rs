@@ -1,0 +1,1 @@
+//! store::rings: the SQL of key rings, key usage and key leases.
