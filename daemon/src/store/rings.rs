@@ -1,1 +1,296 @@
-//! store::rings: the SQL of key rings, key usage and key leases.
+//! store::rings: the SQL of key rings, key usage and key leases. A lease row makes one key serve
+//! one holder at a time across daemon processes (invariant 2); the least recently used idle key
+//! is leased first (invariant 3).
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use super::{KeyPurpose, KeyRecord, Store, StoreError, insert_key, key_from_row};
+use crate::hsm::KeyAlgorithm;
+
+/// A ring: a named group of keys of one algorithm on one token.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    /// Name.
+    pub name: String,
+    /// Algorithm of every key in the ring.
+    pub algorithm: KeyAlgorithm,
+    /// Configured token name that holds the ring's keys.
+    pub token: String,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+/// A key of a ring with its usage.
+#[derive(Debug, Clone)]
+pub struct RingKey {
+    /// The key.
+    pub key: KeyRecord,
+    /// The ring.
+    pub ring: String,
+    /// Signatures made (as recorded; online signing records usage in batches).
+    pub usage_count: i64,
+    /// When it last signed.
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When it was retired (it no longer signs, still verifies).
+    pub retired_at: Option<OffsetDateTime>,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+const RING_KEY_COLUMNS: &str = "id, token, label, algorithm, public_key, fingerprint, state, ring, usage_count, last_used_at, retired_at, created_at";
+
+fn ring_key_from_row(r: &tokio_postgres::Row) -> Result<RingKey, StoreError> {
+    Ok(RingKey {
+        key: key_from_row(r)?,
+        ring: r.try_get(7)?,
+        usage_count: r.try_get(8)?,
+        last_used_at: r.try_get(9)?,
+        retired_at: r.try_get(10)?,
+        created_at: r.try_get(11)?,
+    })
+}
+
+fn ring_from_row(r: &tokio_postgres::Row) -> Result<Ring, StoreError> {
+    let algorithm: String = r.try_get(1)?;
+    Ok(Ring {
+        name: r.try_get(0)?,
+        algorithm: algorithm.parse().map_err(StoreError::Corrupt)?,
+        token: r.try_get(2)?,
+        created_at: r.try_get(3)?,
+    })
+}
+
+fn interval_secs(ttl: Duration) -> f64 {
+    ttl.as_secs_f64().max(0.001)
+}
+
+/// Creates a ring (inside an audited transaction). A ring that exists is a conflict.
+pub async fn insert_ring(
+    tx: &Transaction<'_>,
+    name: &str,
+    algorithm: KeyAlgorithm,
+    token: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO rings (name, algorithm, token) VALUES ($1, $2, $3)",
+        &[&name, &algorithm.as_str(), &token],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records a key generated on the token as a member of `ring` (inside an audited transaction).
+pub async fn insert_ring_key(
+    tx: &Transaction<'_>,
+    key: &KeyRecord,
+    ring: &str,
+) -> Result<(), StoreError> {
+    insert_key(tx, key, KeyPurpose::Signing).await?;
+    let n = tx
+        .execute("UPDATE keys SET ring = $2 WHERE id = $1", &[&key.id, &ring])
+        .await?;
+    if n != 1 {
+        return Err(StoreError::NotFound(format!("key {}", key.id)));
+    }
+    Ok(())
+}
+
+/// Retires a key: it no longer signs, still verifies (inside an audited transaction).
+pub async fn retire_key(tx: &Transaction<'_>, id: Uuid) -> Result<(), StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE keys SET state = 'retired', retired_at = coalesce(retired_at, now()) \
+             WHERE id = $1 AND ring IS NOT NULL",
+            &[&id],
+        )
+        .await?;
+    if n != 1 {
+        return Err(StoreError::NotFound(format!("key {id}")));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// One ring.
+    pub async fn ring(&self, name: &str) -> Result<Option<Ring>, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT name, algorithm, token, created_at FROM rings WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        row.as_ref().map(ring_from_row).transpose()
+    }
+
+    /// Every ring, by name.
+    pub async fn rings(&self) -> Result<Vec<Ring>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "SELECT name, algorithm, token, created_at FROM rings ORDER BY name",
+                &[],
+            )
+            .await?;
+        rows.iter().map(ring_from_row).collect()
+    }
+
+    /// The keys of a ring, least recently used first.
+    pub async fn ring_keys(&self, ring: &str) -> Result<Vec<RingKey>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT {RING_KEY_COLUMNS} FROM keys WHERE ring = $1 \
+                     ORDER BY last_used_at NULLS FIRST, created_at, id"
+                ),
+                &[&ring],
+            )
+            .await?;
+        rows.iter().map(ring_key_from_row).collect()
+    }
+
+    /// One ring key by id.
+    pub async fn ring_key(&self, id: Uuid) -> Result<Option<RingKey>, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                &format!("SELECT {RING_KEY_COLUMNS} FROM keys WHERE id = $1 AND ring IS NOT NULL"),
+                &[&id],
+            )
+            .await?;
+        row.as_ref().map(ring_key_from_row).transpose()
+    }
+
+    /// Adds usage in bulk: `(key, signatures, last used)`. Online signing flushes its counters
+    /// with this, so the hot path does not write per signature.
+    pub async fn record_key_usage(
+        &self,
+        usage: &[(Uuid, i64, OffsetDateTime)],
+    ) -> Result<(), StoreError> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = usage.iter().map(|u| u.0).collect();
+        let counts: Vec<i64> = usage.iter().map(|u| u.1).collect();
+        let times: Vec<OffsetDateTime> = usage.iter().map(|u| u.2).collect();
+        let conn = self.pool.get().await?;
+        conn.execute(
+            "UPDATE keys k SET usage_count = k.usage_count + u.n, \
+             last_used_at = greatest(k.last_used_at, u.t) \
+             FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS u(id, n, t) WHERE k.id = u.id",
+            &[&ids, &counts, &times],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Leases the least recently used active key of `ring` that nobody holds (or whose lease
+    /// expired) to `holder` for `ttl`, skipping `exclude`. Concurrent callers, in any process,
+    /// never get the same key: the key row is locked (`FOR UPDATE SKIP LOCKED`) while the lease
+    /// is written. Returns `None` when every key is leased.
+    pub async fn lease_lru_key(
+        &self,
+        ring: &str,
+        holder: &str,
+        ttl: Duration,
+        exclude: &[Uuid],
+    ) -> Result<Option<RingKey>, StoreError> {
+        let conn = self.pool.get().await?;
+        let stmt = conn
+            .prepare_cached(&format!(
+                "WITH candidate AS ( \
+                   SELECT k.id FROM keys k LEFT JOIN key_leases l ON l.key_id = k.id \
+                   WHERE k.ring = $1 AND k.state = 'active' AND k.retired_at IS NULL \
+                     AND (l.key_id IS NULL OR l.expires_at < clock_timestamp()) \
+                     AND NOT (k.id = ANY($4::uuid[])) \
+                   ORDER BY k.last_used_at NULLS FIRST, k.created_at, k.id \
+                   LIMIT 1 FOR UPDATE OF k SKIP LOCKED), \
+                 leased AS ( \
+                   INSERT INTO key_leases (key_id, holder, acquired_at, expires_at) \
+                   SELECT id, $2, clock_timestamp(), clock_timestamp() + make_interval(secs => $3) FROM candidate \
+                   ON CONFLICT (key_id) DO UPDATE SET holder = excluded.holder, \
+                     acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
+                   WHERE key_leases.expires_at < clock_timestamp() \
+                   RETURNING key_id) \
+                 SELECT {RING_KEY_COLUMNS} FROM keys WHERE id = (SELECT key_id FROM leased)"
+            ))
+            .await?;
+        let row = conn
+            .query_opt(&stmt, &[&ring, &holder, &interval_secs(ttl), &exclude])
+            .await?;
+        row.as_ref().map(ring_key_from_row).transpose()
+    }
+
+    /// Leases one given key (if idle) to `holder` for `ttl`.
+    pub async fn lease_key(
+        &self,
+        id: Uuid,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let conn = self.pool.get().await?;
+        let n = conn
+            .execute(
+                "INSERT INTO key_leases (key_id, holder, acquired_at, expires_at) \
+                 VALUES ($1, $2, clock_timestamp(), clock_timestamp() + make_interval(secs => $3)) \
+                 ON CONFLICT (key_id) DO UPDATE SET holder = excluded.holder, \
+                   acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
+                 WHERE key_leases.expires_at < clock_timestamp()",
+                &[&id, &holder, &interval_secs(ttl)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Extends a lease that `holder` still holds. `false` means the lease was lost (expired and
+    /// taken over, or released): the holder must stop using the key.
+    pub async fn renew_lease(
+        &self,
+        id: Uuid,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let conn = self.pool.get().await?;
+        let n = conn
+            .execute(
+                "UPDATE key_leases SET expires_at = clock_timestamp() + make_interval(secs => $3) \
+                 WHERE key_id = $1 AND holder = $2 AND expires_at >= clock_timestamp()",
+                &[&id, &holder, &interval_secs(ttl)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Releases a lease and records the key's use: `used` more signatures, last used now.
+    pub async fn release_lease(&self, id: Uuid, holder: &str, used: i64) -> Result<(), StoreError> {
+        let conn = self.pool.get().await?;
+        release_lease(&**conn, id, holder, used).await
+    }
+}
+
+/// [`Store::release_lease`] inside a transaction (batch jobs release with their results).
+pub async fn release_lease(
+    client: &impl tokio_postgres::GenericClient,
+    id: Uuid,
+    holder: &str,
+    used: i64,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "DELETE FROM key_leases WHERE key_id = $1 AND holder = $2",
+            &[&id, &holder],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE keys SET last_used_at = clock_timestamp(), usage_count = usage_count + $2 WHERE id = $1",
+            &[&id, &used],
+        )
+        .await?;
+    Ok(())
+}
