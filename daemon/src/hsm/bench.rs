@@ -4,12 +4,10 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use serde::Serialize;
 
 use super::{Hsm, HsmError, KeyAlgorithm, error};
-use crate::crypto::HashAlg;
+use crate::crypto::{HashAlg, SignInput, SignatureScheme};
 
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -25,12 +23,6 @@ pub struct BenchResult {
     /// Signatures per second.
     pub per_second: f64,
 }
-
-/// The DigestInfo prefix for SHA-256 (RFC 8017 §9.2), for CKM_RSA_PKCS over a digest.
-const SHA256_DIGEST_INFO: &[u8] = &[
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
-    0x00, 0x04, 0x20,
-];
 
 /// Measures C_Sign throughput on `token` for each algorithm and session count. Each thread
 /// opens its own session and generates its own session key (`CKA_TOKEN=false`, gone when the
@@ -79,15 +71,18 @@ fn measure(
             // Everyone waits at the barrier, even after a failure, so nobody deadlocks.
             barrier.wait();
             let (session, key) = prepared?;
+            // What the daemon itself would ask the token for: a SHA-256 digest for ECDSA and
+            // RSA PKCS#1 v1.5 (as DigestInfo), a 32-byte message for Ed25519.
             let digest = HashAlg::Sha256.digest(b"signetd hsm-bench");
-            let (mechanism, input) = match algorithm {
-                KeyAlgorithm::EcP256 | KeyAlgorithm::EcP384 => (Mechanism::Ecdsa, digest),
-                KeyAlgorithm::Ed25519 => (
-                    Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-                    digest,
-                ),
-                _ => (Mechanism::RsaPkcs, [SHA256_DIGEST_INFO, &digest].concat()),
+            let scheme = algorithm
+                .default_scheme()
+                .ok_or_else(|| HsmError::Rejected(format!("no scheme for {algorithm}")))?;
+            let input = match scheme {
+                SignatureScheme::Ed25519 => SignInput::Message(&digest),
+                _ => SignInput::Digest(&digest),
             };
+            let (mechanism, input) = scheme.prepare(input).map_err(HsmError::Scheme)?;
+            let mechanism = super::cryptoki_mechanism(mechanism);
             let deadline = Instant::now() + duration;
             let mut count = 0u64;
             while Instant::now() < deadline {

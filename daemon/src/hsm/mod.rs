@@ -407,6 +407,16 @@ impl Hsm {
     }
 }
 
+/// The cryptoki mechanism for a token mechanism.
+pub(crate) fn cryptoki_mechanism(mechanism: TokenMechanism) -> Mechanism<'static> {
+    match mechanism {
+        TokenMechanism::RsaPkcs => Mechanism::RsaPkcs,
+        TokenMechanism::RsaPss(hash) => Mechanism::RsaPkcsPss(pss_params(hash)),
+        TokenMechanism::Ecdsa => Mechanism::Ecdsa,
+        TokenMechanism::Eddsa => Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+    }
+}
+
 impl KeySlot {
     /// The key's label on its token.
     pub fn label(&self) -> &str {
@@ -432,12 +442,7 @@ impl KeySlot {
         mechanism: TokenMechanism,
         input: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
-        let mechanism = match mechanism {
-            TokenMechanism::RsaPkcs => Mechanism::RsaPkcs,
-            TokenMechanism::RsaPss(hash) => Mechanism::RsaPkcsPss(pss_params(hash)),
-            TokenMechanism::Ecdsa => Mechanism::Ecdsa,
-            TokenMechanism::Eddsa => Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-        };
+        let mechanism = cryptoki_mechanism(mechanism);
         let mut state = lock(&self.state);
         let mut last = None;
         for attempt in 0..2 {
