@@ -188,18 +188,15 @@ impl Writer {
             Ok(frontier)
         }
         .await;
-        if outcome.is_ok() && results.len() == replies.len() {
-            (replies.into_iter().zip(results).collect(), outcome)
-        } else {
-            let failed = replies
+        // On success there is one result per job; on failure `commit` answers everyone itself.
+        let answers = match outcome {
+            Ok(_) => replies.into_iter().zip(results).collect(),
+            Err(_) => replies
                 .into_iter()
                 .map(|r| (r, Err(AuditError::Unavailable("batch failed".into()))))
-                .collect();
-            (
-                failed,
-                outcome.and_then(|_| Err(AuditError::Corrupt("batch bookkeeping".into()))),
-            )
-        }
+                .collect(),
+        };
+        (answers, outcome)
     }
 
     /// The frontier at `size`, reusing the cached one when no other process appended.
