@@ -141,6 +141,21 @@ async fn serve_until_signal(
         trigger.cancel();
     });
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        // Ping at half the period, and only while the runtime still schedules tasks.
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+            }
+        });
+    }
     server::run(app, tls, listeners, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
