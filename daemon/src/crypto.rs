@@ -92,6 +92,41 @@ pub enum SchemeError {
     },
 }
 
+/// `as_str`, `Display` and `FromStr` for an enum whose variants have API names.
+macro_rules! api_names {
+    ($ty:ident, $unknown:expr, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The API name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = SchemeError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err($unknown),
+                }
+            }
+        }
+    };
+}
+
+api_names!(HashAlg, SchemeError::UnknownHash, { Sha256 => "sha256", Sha384 => "sha384", Sha512 => "sha512" });
+api_names!(Padding, SchemeError::UnknownPadding, { Pkcs1 => "pkcs1", Pss => "pss" });
+api_names!(EcdsaEncoding, SchemeError::UnknownEncoding, { Der => "der", Raw => "raw" });
+
 /// A hash function. API names: `sha256`, `sha384`, `sha512`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum HashAlg {
@@ -123,15 +158,6 @@ const DIGEST_INFO_SHA512: &[u8] = &[
 impl HashAlg {
     /// Every hash.
     pub const ALL: &'static [HashAlg] = &[HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
-
-    /// The API name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HashAlg::Sha256 => "sha256",
-            HashAlg::Sha384 => "sha384",
-            HashAlg::Sha512 => "sha512",
-        }
-    }
 
     /// The digest length in bytes.
     pub fn output_len(self) -> usize {
@@ -188,24 +214,6 @@ impl HashAlg {
     }
 }
 
-impl fmt::Display for HashAlg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for HashAlg {
-    type Err = SchemeError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HashAlg::ALL
-            .iter()
-            .copied()
-            .find(|h| h.as_str() == s)
-            .ok_or(SchemeError::UnknownHash)
-    }
-}
-
 /// RSA signature padding. API names: `pkcs1` (PKCS#1 v1.5), `pss` (RSASSA-PSS with MGF1 over
 /// the same hash and a salt as long as the hash).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -216,34 +224,6 @@ pub enum Padding {
     /// RSASSA-PSS, MGF1 with the signature's hash, salt length = hash length.
     #[serde(rename = "pss")]
     Pss,
-}
-
-impl Padding {
-    /// The API name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Padding::Pkcs1 => "pkcs1",
-            Padding::Pss => "pss",
-        }
-    }
-}
-
-impl fmt::Display for Padding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Padding {
-    type Err = SchemeError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pkcs1" => Ok(Padding::Pkcs1),
-            "pss" => Ok(Padding::Pss),
-            _ => Err(SchemeError::UnknownPadding),
-        }
-    }
 }
 
 /// An elliptic curve for ECDSA.
@@ -309,34 +289,6 @@ pub enum EcdsaEncoding {
     /// `r‖s`.
     #[serde(rename = "raw")]
     Raw,
-}
-
-impl EcdsaEncoding {
-    /// The API name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EcdsaEncoding::Der => "der",
-            EcdsaEncoding::Raw => "raw",
-        }
-    }
-}
-
-impl fmt::Display for EcdsaEncoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EcdsaEncoding {
-    type Err = SchemeError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "der" => Ok(EcdsaEncoding::Der),
-            "raw" => Ok(EcdsaEncoding::Raw),
-            _ => Err(SchemeError::UnknownEncoding),
-        }
-    }
 }
 
 /// What is signed: the message itself, or a digest of it that the client computed with the
