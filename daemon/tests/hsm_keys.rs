@@ -8,28 +8,12 @@
 mod support;
 
 use signetd::crypto::{EcCurve, HashAlg, SignInput, SignatureScheme};
-use signetd::hsm::{Hsm, KeyAlgorithm, TokenSpec};
+use signetd::hsm::KeyAlgorithm;
 
 #[test]
 fn generated_keys_never_leave_the_token() {
     let instance = support::Instance::new();
-    // SAFETY: the only test of this binary, before any thread that reads the environment.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var("SOFTHSM2_CONF", instance.softhsm.conf_path());
-    }
-    let metrics = signetd::metrics::Metrics::new().unwrap();
-    let hsm = Hsm::open(
-        instance.softhsm.module_path(),
-        vec![TokenSpec {
-            name: "signing".into(),
-            label: "test-signing".into(),
-            pin: support::PIN.to_owned().into(),
-        }],
-        2,
-        metrics,
-    )
-    .unwrap();
+    let (hsm, _metrics) = instance.in_process_hsm();
 
     for alg in KeyAlgorithm::ALL {
         let label = format!("k-{alg}");

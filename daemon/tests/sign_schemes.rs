@@ -19,7 +19,7 @@ use std::process::Command;
 use signetd::crypto::{
     EcdsaEncoding, HashAlg, Padding, SchemeError, SignInput, SignInputBuf, SignatureScheme,
 };
-use signetd::hsm::{Hsm, HsmError, KeyAlgorithm, TokenSpec};
+use signetd::hsm::{Hsm, HsmError, KeyAlgorithm};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -138,23 +138,7 @@ fn write(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
 #[test]
 fn every_scheme_signs_in_the_token_and_verifies_with_openssl() {
     let instance = support::Instance::new();
-    // SAFETY: the only test of this binary, before any thread that reads the environment.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var("SOFTHSM2_CONF", instance.softhsm.conf_path());
-    }
-    let metrics = signetd::metrics::Metrics::new().unwrap();
-    let hsm = Hsm::open(
-        instance.softhsm.module_path(),
-        vec![TokenSpec {
-            name: "signing".into(),
-            label: "test-signing".into(),
-            pin: support::PIN.to_owned().into(),
-        }],
-        2,
-        metrics.clone(),
-    )
-    .unwrap();
+    let (hsm, metrics) = instance.in_process_hsm();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

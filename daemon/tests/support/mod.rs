@@ -118,6 +118,30 @@ impl Instance {
         out
     }
 
+    /// Points this process's SoftHSM2 at the instance's tokens and opens the daemon's HSM layer
+    /// on the `signing` token, in process. SoftHSM2 reads SOFTHSM2_CONF once per process: call
+    /// this first, from the only test of a test binary.
+    pub fn in_process_hsm(&self) -> (signetd::hsm::Hsm, signetd::metrics::Metrics) {
+        // SAFETY: the only test of its binary calls this before any thread reads the environment.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("SOFTHSM2_CONF", self.softhsm.conf_path());
+        }
+        let metrics = signetd::metrics::Metrics::new().unwrap();
+        let hsm = signetd::hsm::Hsm::open(
+            self.softhsm.module_path(),
+            vec![signetd::hsm::TokenSpec {
+                name: "signing".into(),
+                label: "test-signing".into(),
+                pin: PIN.to_owned().into(),
+            }],
+            2,
+            metrics.clone(),
+        )
+        .unwrap();
+        (hsm, metrics)
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.out.join("ca.pem")
     }
