@@ -61,6 +61,8 @@ pub struct App {
     pub ca_signer: Arc<HsmSigner>,
     /// The audit log.
     pub audit: Audit,
+    /// The API listener's certificate, swapped by [`App::reload_tls`].
+    pub tls: Arc<crate::tls::CertResolver>,
     /// Online signing.
     pub signing: crate::signing::Signing,
     /// The certificate authority at run time.
@@ -128,12 +130,18 @@ impl App {
             .server_tls()
             .await?
             .ok_or(StartError::NotInitialised("the server certificate"))?;
-        let signing =
-            crate::signing::Signing::start(hsm.clone(), store.clone(), metrics.clone()).await?;
+        let signing = crate::signing::Signing::start(
+            hsm.clone(),
+            store.clone(),
+            audit.clone(),
+            metrics.clone(),
+            config.signing.clone(),
+        )
+        .await?;
         let ca = crate::pki::service::CaService::start(store.clone()).await?;
         let jobs = crate::jobs::Jobs::start(store.clone()).await?;
         let tls_slot = hsm.key(&tls_key.token, &tls_key.label, tls_key.algorithm)?;
-        let tls = crate::tls::server_config(&hsm, tls_slot, &tls_cert, &ca_der)?;
+        let (tls, tls_resolver) = crate::tls::server_config(&hsm, tls_slot, &tls_cert, &ca_der)?;
         let ca_pem = x509_cert::Certificate::from_der(&ca_der)
             .and_then(|c| c.to_pem(der::pem::LineEnding::LF))
             .map_err(|e| StartError::Pki(crate::pki::PkiError::Corrupt(e.to_string())))?;
@@ -146,11 +154,31 @@ impl App {
             ca_pem: Arc::new(ca_pem),
             ca_signer,
             audit,
+            tls: tls_resolver,
             signing,
             ca,
             jobs,
         };
         Ok((app, tls))
+    }
+}
+
+impl App {
+    /// Re-reads the server certificate and key from the database (after `signetd init`
+    /// re-issued them) and uses them for new handshakes. Runs on SIGHUP.
+    pub async fn reload_tls(&self) -> Result<(), StartError> {
+        let (key, cert, names) = self
+            .store
+            .server_tls()
+            .await?
+            .ok_or(StartError::NotInitialised("the server certificate"))?;
+        let (hsm, k) = (self.hsm.clone(), key.clone());
+        let slot = tokio::task::spawn_blocking(move || hsm.key(&k.token, &k.label, k.algorithm))
+            .await
+            .map_err(|e| HsmError::Worker(e.to_string()))??;
+        self.tls.set(&self.hsm, slot, &cert, &self.ca_der);
+        tracing::info!(names = ?names, key = %key.label, "reloaded the server certificate");
+        Ok(())
     }
 }
 

@@ -140,6 +140,7 @@ async fn serve_until_signal(
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         trigger.cancel();
     });
+    spawn_reload_on_sighup(app.clone(), shutdown.clone());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if let Some(period) = sd_notify::watchdog_enabled() {
         // Ping at half the period, and only while the runtime still schedules tasks.
@@ -159,6 +160,32 @@ async fn serve_until_signal(
     server::run(app, tls, listeners, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP reloads the TLS material (a certificate re-issued by `signetd init`).
+fn spawn_reload_on_sighup(app: App, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP; reload needs a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                got = hup.recv() => {
+                    if got.is_none() {
+                        break;
+                    }
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                    if let Err(e) = app.reload_tls().await {
+                        tracing::error!(error = %e, "reload failed; keeping the current certificate");
+                    }
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                }
+            }
+        }
+    });
 }
 
 async fn wait_for_signal() {

@@ -3,7 +3,7 @@
 //! chains to the daemon's CA. Revocation is checked per request by the API, not here, because
 //! resumed sessions skip certificate verification.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::SignatureScheme as TlsScheme;
 use rustls::server::WebPkiClientVerifier;
@@ -118,25 +118,53 @@ impl Signer for TokenSigner {
     }
 }
 
+/// The server certificate and key that handshakes use. `SIGHUP` swaps in a re-issued
+/// certificate (or a new key) without a restart; connections already open keep theirs.
 #[derive(Debug)]
-struct OneCert(Arc<CertifiedKey>);
+pub struct CertResolver(RwLock<Arc<CertifiedKey>>);
 
-impl rustls::server::ResolvesServerCert for OneCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+impl CertResolver {
+    /// Replaces the certificate chain and key for new handshakes.
+    pub fn set(&self, hsm: &Hsm, key: Arc<KeySlot>, server_cert: &[u8], ca_cert: &[u8]) {
+        let certified = certified_key(hsm, key, server_cert, ca_cert);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = certified;
     }
+}
+
+impl rustls::server::ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+fn certified_key(
+    hsm: &Hsm,
+    key: Arc<KeySlot>,
+    server_cert: &[u8],
+    ca_cert: &[u8],
+) -> Arc<CertifiedKey> {
+    let signing_key = Arc::new(TokenKey {
+        hsm: hsm.clone(),
+        schemes: tls_schemes(key.algorithm()),
+        key,
+    });
+    let chain = vec![
+        CertificateDer::from(server_cert.to_vec()),
+        CertificateDer::from(ca_cert.to_vec()),
+    ];
+    Arc::new(CertifiedKey::new(chain, signing_key))
 }
 
 /// The API listener's configuration: server certificate chain (server, CA) with its key in the
 /// token, client certificates required and verified against the CA, ALPN h2 and http/1.1.
+/// The returned resolver swaps the certificate at run time.
 pub fn server_config(
     hsm: &Hsm,
     key: Arc<KeySlot>,
     server_cert: &[u8],
     ca_cert: &[u8],
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+) -> Result<(Arc<rustls::ServerConfig>, Arc<CertResolver>), TlsError> {
     let err = |e: &dyn std::fmt::Display| TlsError::Config(e.to_string());
-    let schemes = tls_schemes(key.algorithm());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -145,21 +173,17 @@ pub fn server_config(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| err(&e))?;
-    let signing_key = Arc::new(TokenKey {
-        hsm: hsm.clone(),
+    let resolver = Arc::new(CertResolver(RwLock::new(certified_key(
+        hsm,
         key,
-        schemes,
-    });
-    let chain = vec![
-        CertificateDer::from(server_cert.to_vec()),
-        CertificateDer::from(ca_cert.to_vec()),
-    ];
-    let certified = Arc::new(CertifiedKey::new(chain, signing_key));
+        server_cert,
+        ca_cert,
+    ))));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| err(&e))?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(OneCert(certified)));
+        .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), resolver))
 }

@@ -256,3 +256,71 @@ fn help_describes_every_subcommand() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
     }
 }
+
+/// The DNS names in the certificate the API listener presents now.
+fn presented_names(daemon: &support::Daemon, instance: &Instance) -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &daemon.addrs.api.to_string(),
+            "-servername",
+            "localhost",
+            "-cert",
+            s(&instance.admin_cert()),
+            "-key",
+            s(&instance.admin_key()),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let begin = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("server certificate");
+    let end = text[begin..].find("-----END CERTIFICATE-----").unwrap() + begin + 25;
+    let pem = instance.dir.path().join("presented.pem");
+    std::fs::write(&pem, format!("{}\n", &text[begin..end])).unwrap();
+    run_ok(
+        "openssl",
+        &["x509", "-noout", "-ext", "subjectAltName", "-in", s(&pem)],
+    )
+}
+
+#[test]
+fn sighup_reloads_a_reissued_server_certificate() {
+    let instance = Instance::new();
+    instance.init();
+    let daemon = instance.serve();
+    let before = presented_names(&daemon, &instance);
+    assert!(
+        before.contains("DNS:localhost") && !before.contains("signetd.test"),
+        "{before}"
+    );
+
+    // The operator adds a name and re-runs init, which re-issues the server certificate.
+    let mut config = std::fs::read_to_string(&instance.config_path).unwrap();
+    config.push_str("\n[tls]\nnames = [\"localhost\", \"signetd.test\", \"127.0.0.1\"]\n");
+    std::fs::write(&instance.config_path, config).unwrap();
+    let out = String::from_utf8_lossy(&instance.init().stdout).into_owned();
+    assert!(
+        out.contains("issued the server certificate") && out.contains("names changed"),
+        "{out}"
+    );
+    // Still the old one until the daemon is told.
+    assert!(!presented_names(&daemon, &instance).contains("signetd.test"));
+
+    run_ok("kill", &["-HUP", &daemon.child.id().to_string()]);
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(10), || {
+            presented_names(&daemon, &instance).contains("DNS:signetd.test")
+        }),
+        "the new certificate was not picked up: {}",
+        daemon.logs()
+    );
+    // And it still serves, with the new certificate verifying against the CA.
+    assert_eq!(
+        curl_admin(&instance, &daemon.api_url("/v1/whoami")).status,
+        200
+    );
+}
