@@ -138,8 +138,24 @@ impl App {
             config.signing.clone(),
         )
         .await?;
-        let ca = crate::pki::service::CaService::start(store.clone()).await?;
-        let jobs = crate::jobs::Jobs::start(store.clone()).await?;
+        let ca = crate::pki::service::CaService::start(
+            &config,
+            hsm.clone(),
+            store.clone(),
+            audit.clone(),
+            metrics.clone(),
+            ca_signer.clone(),
+            &ca_der,
+        )
+        .await?;
+        let jobs = crate::jobs::Jobs::start(
+            store.clone(),
+            hsm.clone(),
+            audit.clone(),
+            metrics.clone(),
+            &config,
+        )
+        .await?;
         let tls_slot = hsm.key(&tls_key.token, &tls_key.label, tls_key.algorithm)?;
         let (tls, tls_resolver) = crate::tls::server_config(&hsm, tls_slot, &tls_cert, &ca_der)?;
         let ca_pem = x509_cert::Certificate::from_der(&ca_der)

@@ -66,6 +66,18 @@ pub enum Command {
     #[command(subcommand)]
     Account(AccountCommand),
 
+    /// Signing keys and key rings (the API manages them too). Every change is audited.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+
+    /// Records to be signed by batch jobs (the API adds records too).
+    #[command(subcommand)]
+    Records(RecordsCommand),
+
+    /// Batch jobs: sign every unsigned record with the keys of a ring (see also /v1/jobs).
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+
     /// Measure the raw token ceiling: C_Sign throughput per algorithm with 1..N sessions, no
     /// HTTP. Uses session keys that disappear afterwards.
     HsmBench {
@@ -136,5 +148,102 @@ pub enum AccountCommand {
         /// Certificate lifetime in days.
         #[arg(long, default_value_t = 365)]
         validity_days: u32,
+    },
+}
+
+/// `signetd keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate keys in the token into a ring, creating the ring when it does not exist.
+    Generate {
+        /// The ring (1 to 63 of a-z 0-9 . _ -).
+        #[arg(long)]
+        ring: String,
+        /// Key algorithm: rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384, ed25519. Required to
+        /// create a ring; must match an existing ring.
+        #[arg(long)]
+        algorithm: Option<KeyAlgorithm>,
+        /// How many keys (1 to 64).
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Configured token for a new ring (default: `signing.token`).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// List ring keys: id, ring, algorithm, state, usage, fingerprint.
+    List {
+        /// Only this ring.
+        #[arg(long)]
+        ring: Option<String>,
+        /// Print JSON (with the public keys as PEM).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retire a key: it no longer signs, still verifies.
+    Retire {
+        /// The key id.
+        id: uuid::Uuid,
+    },
+}
+
+/// `signetd records ...`
+#[derive(Debug, Subcommand)]
+pub enum RecordsCommand {
+    /// Fill the records table with random records, fast (binary COPY in audited chunks of
+    /// 50,000).
+    Seed {
+        /// How many records.
+        #[arg(long)]
+        count: u64,
+        /// Bytes of random data per record.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+    },
+}
+
+/// `signetd jobs ...`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Create a job that signs every record unsigned now with the keys of RING, in batches of
+    /// BATCH_SIZE records (one key per batch, least recently used first). The daemons sharing
+    /// the database work it; --work works it here too.
+    Run {
+        /// The ring whose keys sign.
+        #[arg(long)]
+        ring: String,
+        /// Records per batch, fixed for the job.
+        #[arg(long, default_value_t = 100)]
+        batch_size: i64,
+        /// Show progress on stderr until the job ends; exit non-zero unless it is done.
+        #[arg(long)]
+        wait: bool,
+        /// Also run N workers in this process until the job ends (implies --wait).
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "4")]
+        work: Option<usize>,
+        /// Print the job as JSON when it ends (or at once, without --wait).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a job (JSON): totals, per-key counts, rate, estimate.
+    Get {
+        /// Job id.
+        id: uuid::Uuid,
+    },
+    /// List the newest jobs (JSON).
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Cancel a running job: no batch of it commits afterwards.
+    Cancel {
+        /// Job id.
+        id: uuid::Uuid,
+    },
+    /// Verify a job: every signature in software, every batch root against the audit log,
+    /// no record of a done job unsigned. Exits non-zero on any finding.
+    Verify {
+        /// Job id.
+        id: uuid::Uuid,
     },
 }

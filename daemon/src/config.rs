@@ -52,6 +52,10 @@ pub struct Config {
     pub admin: Admin,
     /// The Merkle audit log.
     pub audit: Audit,
+    /// Online signing: key rings, upload limits, queues, key leases.
+    pub signing: Signing,
+    /// Batch record signing: workers, leases, ingestion limits.
+    pub jobs: Jobs,
     /// Logging.
     pub log: Log,
     /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
@@ -72,6 +76,8 @@ impl Default for Config {
             tls: Tls::default(),
             admin: Admin::default(),
             audit: Audit::default(),
+            signing: Signing::default(),
+            jobs: Jobs::default(),
             log: Log::default(),
             shutdown_grace_secs: 30,
             max_connections: 4096,
@@ -225,6 +231,37 @@ pub struct Ca {
     pub algorithm: KeyAlgorithm,
     /// Lifetime of the CA certificate in days.
     pub validity_days: u32,
+    /// Lifetime in days of a certificate issued through the API when the request names none.
+    pub leaf_validity_days: u32,
+    /// The longest lifetime in days a request may ask for (and never past the CA's own expiry).
+    pub max_leaf_validity_days: u32,
+    /// Hours between a CRL's thisUpdate and nextUpdate. The CRL is re-signed on every status
+    /// change, and when less than half of this is left.
+    pub crl_validity_hours: u32,
+    /// Seconds between checks for a CRL to re-sign: changes made by other processes, a
+    /// re-signing that failed, or a nextUpdate coming close.
+    pub crl_check_secs: u64,
+    /// Who signs OCSP responses: `ca` (the CA key itself) or `delegated` (a responder key in
+    /// the CA's token with a short-lived OCSPSigning certificate from the CA, renewed when a
+    /// third of its lifetime is left).
+    pub ocsp_responder: OcspResponder,
+    /// Lifetime in days of the delegated responder's certificate.
+    pub ocsp_responder_validity_days: u32,
+    /// Seconds between thisUpdate and nextUpdate in OCSP responses (how long a relying party
+    /// may keep one).
+    pub ocsp_validity_secs: u64,
+    /// Most OCSP responses kept in memory; responses are kept until a status changes.
+    pub ocsp_cache_entries: usize,
+}
+
+/// Who signs OCSP responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OcspResponder {
+    /// The CA key.
+    Ca,
+    /// A delegated responder key and certificate (RFC 6960 section 4.2.2.2).
+    Delegated,
 }
 
 impl Default for Ca {
@@ -234,6 +271,14 @@ impl Default for Ca {
             subject: "CN=signetd CA".into(),
             algorithm: KeyAlgorithm::EcP256,
             validity_days: 3650,
+            leaf_validity_days: 365,
+            max_leaf_validity_days: 825,
+            crl_validity_hours: 24,
+            crl_check_secs: 10,
+            ocsp_responder: OcspResponder::Ca,
+            ocsp_responder_validity_days: 30,
+            ocsp_validity_secs: 3600,
+            ocsp_cache_entries: 10_000,
         }
     }
 }
@@ -311,6 +356,100 @@ impl Default for Audit {
     }
 }
 
+/// Online signing (`POST /v1/sign`, `/v1/sign-batch`, `/v1/verify`) and key rings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signing {
+    /// The token (in `hsm.tokens`) where new ring keys are generated unless a request names
+    /// another.
+    pub token: String,
+    /// Largest upload `POST /v1/sign` accepts, in bytes. A larger Content-Length is refused
+    /// with 413 before the body is read; a body without one is counted as it streams and
+    /// refused as soon as it crosses the limit. The upload is hashed as it arrives, so memory
+    /// does not grow with it.
+    pub max_upload_bytes: u64,
+    /// Largest upload for Ed25519 keys: pure Ed25519 signs the message itself, which must be
+    /// held in memory whole, so its limit is separate and smaller.
+    pub max_ed25519_bytes: u64,
+    /// Largest JSON body of `/v1/sign-batch` and `/v1/verify`, in bytes.
+    pub max_json_bytes: u64,
+    /// Most items in one `/v1/sign-batch` request.
+    pub batch_max_items: usize,
+    /// Most items of one batch signing at once (each through the ring's scheduler).
+    pub batch_parallel: usize,
+    /// Most requests waiting for a key of one ring; more are refused with 503 and
+    /// `Retry-After`. Bounds memory under overload.
+    pub queue_per_ring: usize,
+    /// Milliseconds a request may wait for a key before it is refused with 503.
+    pub queue_timeout_ms: u64,
+    /// Seconds a key lease (the row that keeps one key with one process, invariant 2) lasts
+    /// without renewal; renewed every third of it while held.
+    pub lease_ttl_secs: u64,
+    /// Seconds a leased key may stay idle before the lease is released for other processes
+    /// and batch jobs.
+    pub idle_release_secs: u64,
+    /// Seconds between flushes of key usage counters to the database.
+    pub usage_flush_secs: u64,
+    /// Debugging and tests only: append one line `KEY_ID START_NS END_NS` per token
+    /// signature (monotonic nanoseconds since the daemon started) to this file. Off by
+    /// default.
+    pub trace_file: Option<PathBuf>,
+}
+
+impl Default for Signing {
+    fn default() -> Self {
+        Self {
+            token: "signing".into(),
+            max_upload_bytes: 100 * 1024 * 1024,
+            max_ed25519_bytes: 1024 * 1024,
+            max_json_bytes: 16 * 1024 * 1024,
+            batch_max_items: 256,
+            batch_parallel: 4,
+            queue_per_ring: 256,
+            queue_timeout_ms: 5000,
+            lease_ttl_secs: 15,
+            idle_release_secs: 10,
+            usage_flush_secs: 2,
+            trace_file: None,
+        }
+    }
+}
+
+/// Batch record signing (`/v1/jobs`, `/v1/records`, `signetd jobs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jobs {
+    /// Workers per `signetd serve` process; each signs one batch at a time with one leased
+    /// key. 0: this process works no job (other daemons sharing the database do).
+    pub workers: usize,
+    /// Seconds a batch claim and its key lease last without renewal; both are renewed every
+    /// third of it while a worker uses them. A worker that dies holds them this long at most:
+    /// then its batch is claimed again and its key can be leased again.
+    pub lease_ttl_secs: u64,
+    /// Seconds between looks for a new job when no notification arrives (other processes'
+    /// events normally arrive at once through PostgreSQL `LISTEN`).
+    pub poll_secs: u64,
+    /// Largest batch size a job may ask for.
+    pub max_batch_size: u32,
+    /// Largest record accepted by `POST /v1/records`, in bytes.
+    pub max_record_bytes: usize,
+    /// Largest `POST /v1/records` body, in bytes (JSON or NDJSON, base64 inside).
+    pub max_ingest_bytes: usize,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            lease_ttl_secs: 30,
+            poll_secs: 2,
+            max_batch_size: 10_000,
+            max_record_bytes: 64 * 1024,
+            max_ingest_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -349,7 +488,7 @@ const SCALARS: &[&str] = &[
 ];
 /// Sections, overridable as `SIGNETD_<SECTION>__<FIELD>`.
 const SECTIONS: &[&str] = &[
-    "listen", "database", "hsm", "ca", "tls", "admin", "audit", "log",
+    "listen", "database", "hsm", "ca", "tls", "admin", "audit", "signing", "jobs", "log",
 ];
 
 fn is_setting(key: &str) -> bool {
@@ -402,6 +541,20 @@ impl Config {
                 )));
             }
         }
+        let ca = &self.ca;
+        if ca.leaf_validity_days == 0
+            || ca.leaf_validity_days > ca.max_leaf_validity_days
+            || ca.crl_validity_hours == 0
+            || ca.crl_check_secs == 0
+            || ca.ocsp_responder_validity_days == 0
+            || ca.ocsp_validity_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "ca: leaf_validity_days must be in 1..=max_leaf_validity_days; crl_validity_hours, \
+                 crl_check_secs, ocsp_responder_validity_days and ocsp_validity_secs must be > 0"
+                    .into(),
+            ));
+        }
         if self.tls.names.is_empty() {
             return Err(ConfigError::Invalid("tls.names is empty".into()));
         }
@@ -413,6 +566,32 @@ impl Config {
         if self.audit.checkpoint_every == 0 || self.audit.max_batch == 0 {
             return Err(ConfigError::Invalid(
                 "audit.checkpoint_every and audit.max_batch must be > 0".into(),
+            ));
+        }
+        let jobs = &self.jobs;
+        if jobs.lease_ttl_secs == 0
+            || jobs.poll_secs == 0
+            || jobs.max_batch_size == 0
+            || jobs.max_record_bytes == 0
+            || jobs.max_ingest_bytes == 0
+        {
+            return Err(ConfigError::Invalid(
+                "jobs.lease_ttl_secs, poll_secs, max_batch_size, max_record_bytes and \
+                 max_ingest_bytes must be > 0"
+                    .into(),
+            ));
+        }
+        let sg = &self.signing;
+        if sg.batch_max_items == 0
+            || sg.batch_parallel == 0
+            || sg.queue_per_ring == 0
+            || sg.lease_ttl_secs == 0
+            || sg.usage_flush_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "signing.batch_max_items, batch_parallel, queue_per_ring, lease_ttl_secs and \
+                 usage_flush_secs must be > 0"
+                    .into(),
             ));
         }
         if self.database.pool_size == 0 {

@@ -8,7 +8,9 @@ use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 
 use signetd::app::{self, App};
-use signetd::cli::{AccountCommand, AuditCommand, Cli, Command};
+use signetd::cli::{
+    AccountCommand, AuditCommand, Cli, Command, JobsCommand, KeysCommand, RecordsCommand,
+};
 use signetd::config::{Config, LogFormat};
 use signetd::{dev, hsm, pki, server, store};
 
@@ -69,6 +71,9 @@ fn main() -> anyhow::Result<()> {
             &out_dir,
             validity_days,
         )),
+        Command::Keys(cmd) => runtime.block_on(run_keys(config, cmd)),
+        Command::Records(cmd) => runtime.block_on(run_records(config, cmd)),
+        Command::Jobs(cmd) => runtime.block_on(run_jobs(config, cmd)),
         Command::Dev { .. } | Command::Audit(AuditCommand::VerifyProof { .. }) => Ok(()),
     }
 }
@@ -157,7 +162,22 @@ async fn serve_until_signal(
             }
         });
     }
+    let signing = app.signing.clone();
+    // Batch jobs: this process works the running job; on shutdown its workers claim nothing
+    // new and finish the batches in hand.
+    app.jobs.run_workers(None);
+    let jobs_drained = {
+        let (jobs, stop) = (app.jobs.clone(), shutdown.clone());
+        let grace = Duration::from_secs(app.config.shutdown_grace_secs);
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            jobs.drain(grace).await;
+        })
+    };
     server::run(app, tls, listeners, shutdown).await?;
+    let _ = jobs_drained.await;
+    // Usage counters to the database, key leases back to other daemons and batch jobs.
+    signing.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -372,6 +392,7 @@ async fn run_account_create(
         ca_cert: &ca_cert,
         ca_signer: &app.ca_signer,
         audit: &app.audit,
+        urls: pki::service::issuer_urls(&app.config),
     };
     let action = pki::create_client_account(
         &issuer,
@@ -384,4 +405,270 @@ async fn run_account_create(
     .await?;
     println!("signetd account: {action}");
     Ok(())
+}
+
+/// `signetd keys ...`: through the same signing service and audit log as the API, as the
+/// operator `signetd-cli`.
+async fn run_keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    let (hsm, store, metrics) = open(&config).await?;
+    let (app, _) = App::start(config, hsm, store, metrics).await?;
+    let actor = signetd::audit::Actor {
+        fingerprint: String::new(),
+        account: "signetd-cli".into(),
+    };
+    match cmd {
+        KeysCommand::Generate {
+            ring,
+            algorithm,
+            count,
+            token,
+        } => {
+            let generated = app
+                .signing
+                .generate_keys(&actor, &ring, algorithm, count, token.as_deref())
+                .await?;
+            if generated.ring_created {
+                println!(
+                    "signetd keys: created ring `{}` ({} keys on token `{}`)",
+                    generated.ring.name, generated.ring.algorithm, generated.ring.token
+                );
+            }
+            for (key, receipt) in &generated.keys {
+                println!(
+                    "signetd keys: generated {} key {} in ring `{}` (fingerprint {}, audit entry {})",
+                    key.key.algorithm, key.key.id, key.ring, key.key.fingerprint, receipt.seq
+                );
+            }
+        }
+        KeysCommand::List { ring, json } => {
+            let keys = app.signing.keys(ring.as_deref()).await?;
+            if json {
+                let list: Vec<serde_json::Value> = keys
+                    .iter()
+                    .map(|k| {
+                        let pem = der::pem::encode_string(
+                            "PUBLIC KEY",
+                            der::pem::LineEnding::LF,
+                            &k.key.key.public_key,
+                        )
+                        .unwrap_or_default();
+                        serde_json::json!({
+                            "id": k.key.key.id,
+                            "ring": k.key.ring,
+                            "algorithm": k.key.key.algorithm.as_str(),
+                            "state": k.state,
+                            "usage_count": k.key.usage_count,
+                            "fingerprint": k.key.key.fingerprint,
+                            "public_key_pem": pem,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<36} {:<16} {:<9} {:<8} {:>8}  fingerprint",
+                    "id", "ring", "algorithm", "state", "usage"
+                );
+                for k in &keys {
+                    println!(
+                        "{:<36} {:<16} {:<9} {:<8} {:>8}  {}",
+                        k.key.key.id,
+                        k.key.ring,
+                        k.key.key.algorithm.as_str(),
+                        k.state,
+                        k.key.usage_count,
+                        k.key.key.fingerprint
+                    );
+                }
+            }
+        }
+        KeysCommand::Retire { id } => {
+            let (key, receipt) = app.signing.retire_key(&actor, id).await?;
+            println!(
+                "signetd keys: retired key {} of ring `{}` (audit entry {})",
+                key.key.key.id, key.key.ring, receipt.seq
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The operator as an audit actor, for the `records` and `jobs` commands.
+fn cli_actor() -> signetd::audit::Actor {
+    signetd::audit::Actor {
+        fingerprint: String::new(),
+        account: "signetd-cli".into(),
+    }
+}
+
+/// `signetd records ...`: through the audit log, as the operator `signetd-cli`.
+async fn run_records(config: Config, cmd: RecordsCommand) -> anyhow::Result<()> {
+    let (hsm, store, metrics) = open(&config).await?;
+    let (app, _) = App::start(config, hsm, store, metrics).await?;
+    match cmd {
+        RecordsCommand::Seed { count, size } => {
+            let started = std::time::Instant::now();
+            let n = app
+                .jobs
+                .seed(&cli_actor(), count, size, |done| {
+                    eprintln!("signetd records: {done}/{count} stored");
+                })
+                .await?;
+            println!(
+                "signetd records: seeded {n} records of {size} random bytes in {:.2}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `signetd jobs ...`: through the same service and audit log as the API, as the operator
+/// `signetd-cli`.
+async fn run_jobs(config: Config, cmd: JobsCommand) -> anyhow::Result<()> {
+    let (hsm, store, metrics) = open(&config).await?;
+    let (app, _) = App::start(config, hsm, store, metrics).await?;
+    match cmd {
+        JobsCommand::Run {
+            ring,
+            batch_size,
+            wait,
+            work,
+            json,
+        } => {
+            let started = std::time::Instant::now();
+            let (job, receipt) = app.jobs.create(&cli_actor(), &ring, batch_size).await?;
+            eprintln!(
+                "signetd jobs: job {} signs {} records with ring `{}` in {} batches of {} (audit entry {})",
+                job.id, job.total, job.ring, job.batches, job.batch_size, receipt.seq
+            );
+            if !wait && work.is_none() {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&job)?);
+                } else {
+                    println!("{}", job.id);
+                }
+                return Ok(());
+            }
+            if let Some(n) = work {
+                app.jobs.run_workers(Some(n));
+            }
+            let end = wait_for_job(&app, job.id).await;
+            if work.is_some() {
+                app.jobs
+                    .drain(Duration::from_secs(app.config.shutdown_grace_secs))
+                    .await;
+            }
+            let job = end?;
+            let secs = started.elapsed().as_secs_f64();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                println!(
+                    "job {} {}: {} of {} records signed in {secs:.2}s ({:.0}/s), {} batches by {} keys",
+                    job.id,
+                    job.state,
+                    job.signed,
+                    job.total,
+                    job.signed as f64 / secs.max(1e-9),
+                    job.batches_done,
+                    job.per_key.len()
+                );
+            }
+            anyhow::ensure!(job.state == "done", "job {} was {}", job.id, job.state);
+        }
+        JobsCommand::Get { id } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&app.jobs.get(id).await?)?
+            );
+        }
+        JobsCommand::List { limit } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&app.jobs.list(limit).await?)?
+            );
+        }
+        JobsCommand::Cancel { id } => {
+            let (job, receipt) = app.jobs.cancel(&cli_actor(), id).await?;
+            eprintln!(
+                "signetd jobs: cancelled job {id} (audit entry {})",
+                receipt.seq
+            );
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        JobsCommand::Verify { id } => {
+            let report = app.jobs.verify(id).await?;
+            if report.ok() {
+                println!(
+                    "job {id} OK: {} signatures in {} batches verify, every batch root is in the audit log, {} records unsigned",
+                    report.signatures, report.batches, report.unsigned
+                );
+            } else {
+                println!("job {id} BAD: {} problems", report.problem_count);
+                for p in &report.problems {
+                    println!("  {p}");
+                }
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shows a progress bar on stderr until the job is over (or Ctrl-C), and returns it.
+async fn wait_for_job(app: &App, id: uuid::Uuid) -> anyhow::Result<signetd::jobs::JobView> {
+    use std::io::{IsTerminal as _, Write as _};
+    let tty = std::io::stderr().is_terminal();
+    let mut last_line = std::time::Instant::now();
+    loop {
+        let job = app.jobs.get(id).await?;
+        let over = job.state != "running";
+        if tty || over || last_line.elapsed() >= Duration::from_secs(2) {
+            let line = progress_line(&job);
+            let mut err = std::io::stderr().lock();
+            if tty {
+                let _ = write!(err, "\r{line}\x1b[K");
+                if over {
+                    let _ = writeln!(err);
+                }
+            } else {
+                let _ = writeln!(err, "{line}");
+            }
+            last_line = std::time::Instant::now();
+        }
+        if over {
+            return Ok(job);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                anyhow::bail!("stopped waiting; job {id} goes on in the daemons (signetd jobs get {id})");
+            }
+        }
+    }
+}
+
+fn progress_line(job: &signetd::jobs::JobView) -> String {
+    const WIDTH: usize = 30;
+    let fraction = if job.total > 0 {
+        (job.signed as f64 / job.total as f64).clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let filled = (fraction * WIDTH as f64).round() as usize;
+    let eta = job
+        .eta_secs
+        .map_or_else(String::new, |s| format!("  ETA {s:.0}s"));
+    format!(
+        "[{}{}] {:>5.1}%  {}/{} records  {:.0}/s{}  {}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        fraction * 100.0,
+        job.signed,
+        job.total,
+        job.rate_per_sec,
+        eta,
+        job.state
+    )
 }

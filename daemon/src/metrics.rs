@@ -46,6 +46,54 @@ pub struct Metrics {
     pub db_pool_waiting: IntGauge,
     /// 1 when the last readiness probe reached the database.
     pub db_up: IntGauge,
+    /// Certificates issued through the API, by profile.
+    pub pki_certificates_issued: IntCounterVec,
+    /// Certificate status changes, by change (`deactivate`, `activate`, `revoke`).
+    pub pki_status_changes: IntCounterVec,
+    /// CRLs signed by this process.
+    pub pki_crls_signed: IntCounter,
+    /// Number of the newest CRL this process signed.
+    pub pki_crl_number: IntGauge,
+    /// nextUpdate of the newest CRL this process signed (Unix seconds).
+    pub pki_crl_next_update: IntGauge,
+    /// OCSP answers by outcome (`successful`, `malformed`, `try-later`, `internal-error`) and
+    /// cache use (`hit`, `miss`, `none`).
+    pub pki_ocsp_responses: IntCounterVec,
+    /// Signing operations by endpoint (`sign`, `sign-batch-item`, `verify`) and result
+    /// (`ok`, `invalid`, `busy`, `error`).
+    pub signing_operations: IntCounterVec,
+    /// Requests refused because a ring's queue was full or its wait timed out, by ring.
+    pub signing_queue_rejections: IntCounterVec,
+    /// Requests waiting for a key now, by ring.
+    pub signing_queue_depth: IntGaugeVec,
+    /// Time from asking for a key of a ring to getting one.
+    pub signing_queue_wait: prometheus::Histogram,
+    /// Keys this process holds a lease on, by ring.
+    pub signing_keys_leased: IntGaugeVec,
+    /// Key leases taken, released after idling, and lost (not renewed in time or the key
+    /// retired elsewhere).
+    pub signing_lease_events: IntCounterVec,
+    /// Uploads refused for their size (413).
+    pub signing_uploads_too_large: IntCounter,
+    /// Batch attempts by result: `ok`, `lost` (claim or key lease lost), `rejected` (the
+    /// commit's checks refused it), `error` (token or database), `shutdown`.
+    pub jobs_batches: IntCounterVec,
+    /// Records signed by batch jobs (committed).
+    pub jobs_records_signed: IntCounter,
+    /// Times a worker found every key of its ring leased and had to wait.
+    pub jobs_key_lease_waits: IntCounter,
+    /// How long such waits lasted.
+    pub jobs_key_wait: prometheus::Histogram,
+    /// Batch latency: claim to commit.
+    pub jobs_batch_duration: prometheus::Histogram,
+    /// Workers of this process working on a batch now.
+    pub jobs_workers_busy: IntGauge,
+    /// 1 while a job runs.
+    pub jobs_running: IntGauge,
+    /// Records the running job covers.
+    pub jobs_running_total: IntGauge,
+    /// Records of the running job signed so far.
+    pub jobs_running_signed: IntGauge,
 }
 
 impl Metrics {
@@ -126,6 +174,110 @@ impl Metrics {
                 "Callers waiting for a database connection",
             )?,
             db_up: IntGauge::new("db_up", "1 when the database answered the last probe")?,
+            pki_certificates_issued: IntCounterVec::new(
+                Opts::new(
+                    "pki_certificates_issued_total",
+                    "Certificates issued, by profile",
+                ),
+                &["profile"],
+            )?,
+            pki_status_changes: IntCounterVec::new(
+                Opts::new("pki_status_changes_total", "Certificate status changes"),
+                &["change"],
+            )?,
+            pki_crls_signed: IntCounter::new("pki_crls_signed_total", "CRLs signed")?,
+            pki_crl_number: IntGauge::new("pki_crl_number", "Number of the newest CRL signed")?,
+            pki_crl_next_update: IntGauge::new(
+                "pki_crl_next_update_seconds",
+                "nextUpdate of the newest CRL signed, Unix time",
+            )?,
+            pki_ocsp_responses: IntCounterVec::new(
+                Opts::new("pki_ocsp_responses_total", "OCSP answers"),
+                &["outcome", "cache"],
+            )?,
+            signing_operations: IntCounterVec::new(
+                Opts::new("signing_operations_total", "Online signing operations"),
+                &["endpoint", "result"],
+            )?,
+            signing_queue_rejections: IntCounterVec::new(
+                Opts::new(
+                    "signing_queue_rejections_total",
+                    "Requests refused with 503 because a ring's queue was full or timed out",
+                ),
+                &["ring"],
+            )?,
+            signing_queue_depth: IntGaugeVec::new(
+                Opts::new("signing_queue_depth", "Requests waiting for a key, by ring"),
+                &["ring"],
+            )?,
+            signing_queue_wait: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "signing_queue_wait_seconds",
+                    "Time from asking for a key of a ring to getting one",
+                )
+                .buckets(vec![
+                    0.00001, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    1.0, 5.0,
+                ]),
+            )?,
+            signing_keys_leased: IntGaugeVec::new(
+                Opts::new(
+                    "signing_keys_leased",
+                    "Keys this process holds a lease on, by ring",
+                ),
+                &["ring"],
+            )?,
+            signing_lease_events: IntCounterVec::new(
+                Opts::new("signing_lease_events_total", "Key lease events"),
+                &["event"],
+            )?,
+            signing_uploads_too_large: IntCounter::new(
+                "signing_uploads_too_large_total",
+                "Uploads refused for their size",
+            )?,
+            jobs_batches: IntCounterVec::new(
+                Opts::new("jobs_batches_total", "Batch attempts by result"),
+                &["result"],
+            )?,
+            jobs_records_signed: IntCounter::new(
+                "jobs_records_signed_total",
+                "Records signed by batch jobs",
+            )?,
+            jobs_key_lease_waits: IntCounter::new(
+                "jobs_key_lease_waits_total",
+                "Times a batch worker found every key of its ring leased",
+            )?,
+            jobs_key_wait: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "jobs_key_wait_seconds",
+                    "Time a batch worker waited for an idle key",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0,
+                ]),
+            )?,
+            jobs_batch_duration: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "jobs_batch_duration_seconds",
+                    "Batch latency from claim to commit",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+            )?,
+            jobs_workers_busy: IntGauge::new(
+                "jobs_workers_busy",
+                "Batch workers of this process working now",
+            )?,
+            jobs_running: IntGauge::new("jobs_running", "1 while a batch job runs")?,
+            jobs_running_total: IntGauge::new(
+                "jobs_running_records_total",
+                "Records the running job covers",
+            )?,
+            jobs_running_signed: IntGauge::new(
+                "jobs_running_records_signed",
+                "Records of the running job signed so far",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.http_requests.clone()))?;
@@ -135,6 +287,7 @@ impl Metrics {
         m.registry.register(Box::new(m.hsm_operations.clone()))?;
         m.registry.register(Box::new(m.hsm_duration.clone()))?;
         m.registry.register(Box::new(m.hsm_token_up.clone()))?;
+        m.registry.register(Box::new(m.hsm_recoveries.clone()))?;
         m.registry
             .register(Box::new(m.hsm_bad_signatures.clone()))?;
         m.registry.register(Box::new(m.audit_appends.clone()))?;
@@ -147,6 +300,43 @@ impl Metrics {
         m.registry.register(Box::new(m.db_pool_available.clone()))?;
         m.registry.register(Box::new(m.db_pool_waiting.clone()))?;
         m.registry.register(Box::new(m.db_up.clone()))?;
+        m.registry
+            .register(Box::new(m.pki_certificates_issued.clone()))?;
+        m.registry
+            .register(Box::new(m.pki_status_changes.clone()))?;
+        m.registry.register(Box::new(m.pki_crls_signed.clone()))?;
+        m.registry.register(Box::new(m.pki_crl_number.clone()))?;
+        m.registry
+            .register(Box::new(m.pki_crl_next_update.clone()))?;
+        m.registry
+            .register(Box::new(m.pki_ocsp_responses.clone()))?;
+        m.registry
+            .register(Box::new(m.signing_operations.clone()))?;
+        m.registry
+            .register(Box::new(m.signing_queue_rejections.clone()))?;
+        m.registry
+            .register(Box::new(m.signing_queue_depth.clone()))?;
+        m.registry
+            .register(Box::new(m.signing_queue_wait.clone()))?;
+        m.registry
+            .register(Box::new(m.signing_keys_leased.clone()))?;
+        m.registry
+            .register(Box::new(m.signing_lease_events.clone()))?;
+        m.registry
+            .register(Box::new(m.signing_uploads_too_large.clone()))?;
+        for c in [
+            Box::new(m.jobs_batches.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.jobs_records_signed.clone()),
+            Box::new(m.jobs_key_lease_waits.clone()),
+            Box::new(m.jobs_key_wait.clone()),
+            Box::new(m.jobs_batch_duration.clone()),
+            Box::new(m.jobs_workers_busy.clone()),
+            Box::new(m.jobs_running.clone()),
+            Box::new(m.jobs_running_total.clone()),
+            Box::new(m.jobs_running_signed.clone()),
+        ] {
+            m.registry.register(c)?;
+        }
         Ok(m)
     }
 

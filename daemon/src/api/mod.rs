@@ -81,6 +81,14 @@ pub fn public_router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/ca.pem", get(ca_pem))
         .route("/ca.der", get(ca_der))
+        .route("/crl.der", get(pki::crl_der))
+        .route("/crl.pem", get(pki::crl_pem))
+        .route(
+            "/ocsp",
+            axum::routing::post(pki::ocsp_post)
+                .layer(axum::extract::DefaultBodyLimit::max(pki::OCSP_MAX_BODY)),
+        )
+        .route("/ocsp/{*request}", get(pki::ocsp_get))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

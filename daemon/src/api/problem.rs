@@ -91,9 +91,44 @@ impl ApiError {
         )
     }
 
+    /// 413: the body is larger than allowed.
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "Content too large",
+            detail,
+        )
+    }
+
+    /// 409.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+
+    /// 503 because of load: the client should retry after the `Retry-After` delay.
+    pub fn busy(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "Service busy",
+            detail,
+        )
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The problem type's short name (`bad-request`, `busy`, ...).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The client-safe detail.
+    pub fn detail(&self) -> &str {
+        &self.detail
     }
 }
 
@@ -121,6 +156,10 @@ impl From<StoreError> for ApiError {
 
 impl From<HsmError> for ApiError {
     fn from(e: HsmError) -> Self {
+        if let HsmError::Scheme(scheme) = &e {
+            // The request does not fit the key: the client's error, with a client-safe reason.
+            return ApiError::bad_request(scheme.to_string());
+        }
         if e.is_transient() {
             tracing::warn!(error = %e, "token unavailable");
             ApiError::unavailable("the token is unavailable; retry later")

@@ -1,10 +1,1224 @@
 //! api::sign: HTTP endpoints of online signing — keys, rings, sign, sign-batch, verify.
+//!
+//! `POST /v1/sign` takes the data itself as the body, streamed and hashed as it arrives (memory
+//! does not grow with the upload), with the request's options in the query string. Batches and
+//! verification take JSON. Every answer that signs, verifies or changes keys carries the
+//! receipt of its audit entry, committed before the answer (invariant 4); the audit entry
+//! holds the SHA-256 of the data, never the data.
+
+use std::pin::Pin;
 
 use axum::Router;
+use axum::body::{Body, HttpBody as _};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
+use super::{ApiError, Caller, require_role, with_receipt};
 use crate::app::App;
+use crate::audit::{self, Receipt, Record};
+use crate::crypto::{EcdsaEncoding, HashAlg, SchemeError, SignInputBuf, SignatureScheme};
+use crate::hsm::KeyAlgorithm;
+use crate::signing::{self, KeyView, Resolved, SigningError, Target};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// The routes of this part of the API (merged into the mTLS API router).
 pub(super) fn routes() -> Router<App> {
     Router::new()
+        .route("/v1/sign", post(sign))
+        .route("/v1/sign-batch", post(sign_batch))
+        .route("/v1/verify", post(verify))
+        .route("/v1/rings", get(list_rings).post(create_ring))
+        .route("/v1/rings/{ring}", get(get_ring))
+        .route("/v1/rings/{ring}/keys", post(generate_keys))
+        .route("/v1/keys", get(list_keys))
+        .route("/v1/keys/{id}", get(get_key))
+        .route("/v1/keys/{id}/retire", post(retire_key))
+}
+
+impl From<SigningError> for ApiError {
+    fn from(e: SigningError) -> Self {
+        match e {
+            SigningError::UnknownRing(_) | SigningError::UnknownKey(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            SigningError::KeyNotActive(_)
+            | SigningError::NoActiveKey(_)
+            | SigningError::Conflict(_) => ApiError::conflict(e.to_string()),
+            SigningError::Invalid(m) => ApiError::bad_request(m),
+            SigningError::Scheme(s) => ApiError::bad_request(s.to_string()),
+            SigningError::Busy { .. } => ApiError::busy(e.to_string()),
+            SigningError::Hsm(h) => ApiError::from(h),
+            SigningError::Store(s) => ApiError::from(s),
+            SigningError::Audit(a) => ApiError::from(a),
+        }
+    }
+}
+
+fn signer_role(ring: &str) -> String {
+    format!("signer:{ring}")
+}
+
+/// Readers of a ring's keys: its signers and admins. Refusals are logged.
+async fn require_reader(
+    app: &App,
+    caller: &Caller,
+    ring: &str,
+    action: &str,
+    subject: &str,
+) -> Result<(), ApiError> {
+    if caller.has_role("admin") {
+        return Ok(());
+    }
+    require_role(app, caller, &signer_role(ring), action, subject).await
+}
+
+fn parse_target(ring: Option<String>, key: Option<String>) -> Result<Target, ApiError> {
+    match (ring, key) {
+        (Some(r), None) => Ok(Target::Ring(r)),
+        (None, Some(k)) => Uuid::parse_str(&k)
+            .map(Target::Key)
+            .map_err(|_| ApiError::bad_request("key_id is not a UUID")),
+        _ => Err(ApiError::bad_request(
+            "name exactly one target: `ring` or `key_id`",
+        )),
+    }
+}
+
+/// Resolves a target and checks that the caller may sign with it (`signer:<ring>`). A ring's
+/// role is checked before the ring is looked up, so callers without it learn nothing about
+/// which rings exist; a key is looked up first (key ids are unguessable).
+async fn authorize_signer(
+    app: &App,
+    caller: &Caller,
+    target: &Target,
+    action: &str,
+) -> Result<Resolved, ApiError> {
+    match target {
+        Target::Ring(name) => {
+            require_role(
+                app,
+                caller,
+                &signer_role(name),
+                action,
+                &format!("ring:{name}"),
+            )
+            .await?;
+        }
+        Target::Key(id) => {
+            let ring = app.signing.ring_of_key(*id).await?;
+            require_role(
+                app,
+                caller,
+                &signer_role(&ring),
+                action,
+                &format!("key:{id}"),
+            )
+            .await?;
+        }
+    }
+    Ok(app.signing.resolve(target).await?)
+}
+
+fn parse_encoding(encoding: Option<&str>) -> Result<Option<EcdsaEncoding>, ApiError> {
+    encoding
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: SchemeError| ApiError::bad_request(e.to_string()))
+}
+
+/// The scheme and ECDSA encoding of a request for a key of `algorithm`.
+fn scheme_for(
+    algorithm: KeyAlgorithm,
+    hash: Option<&str>,
+    padding: Option<&str>,
+    encoding: Option<&str>,
+) -> Result<(SignatureScheme, Option<EcdsaEncoding>), ApiError> {
+    let scheme = SignatureScheme::parse_for_key(algorithm, hash, padding)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let requested = parse_encoding(encoding)?;
+    scheme
+        .encoding(requested)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let shown = matches!(scheme, SignatureScheme::Ecdsa(..))
+        .then(|| requested.unwrap_or(EcdsaEncoding::Der));
+    Ok((scheme, shown))
+}
+
+/// The signature as handed out (ECDSA: DER or r‖s).
+fn encode(
+    scheme: SignatureScheme,
+    signature: &[u8],
+    encoding: Option<EcdsaEncoding>,
+) -> Result<Vec<u8>, ApiError> {
+    scheme
+        .encode_signature(signature, encoding.unwrap_or_default())
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot re-encode a signature");
+            ApiError::internal()
+        })
+}
+
+#[derive(Serialize)]
+struct ReceiptBody<'a> {
+    seq: u64,
+    leaf_hash: &'a str,
+}
+
+fn receipt_json(r: &Receipt) -> serde_json::Value {
+    serde_json::json!(ReceiptBody {
+        seq: r.seq,
+        leaf_hash: &r.leaf_hash,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming bodies
+
+enum Hasher {
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    fn new(hash: HashAlg) -> Hasher {
+        match hash {
+            HashAlg::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            HashAlg::Sha384 => Hasher::Sha384(sha2::Sha384::new()),
+            HashAlg::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha384(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha384(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// Refuses a declared Content-Length over `limit` before anything is read.
+fn check_length(headers: &HeaderMap, limit: u64, what: &str) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit => Err(ApiError::too_large(format!(
+            "{what} is limited to {limit} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Feeds the body to `sink` frame by frame, refusing it (413) as soon as it crosses `limit`.
+/// Returns the number of bytes read. Nothing is buffered here.
+async fn stream_body(
+    mut body: Body,
+    limit: u64,
+    what: &str,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<u64, ApiError> {
+    let mut total: u64 = 0;
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        let Some(frame) = frame else {
+            return Ok(total);
+        };
+        let frame = frame.map_err(|e| {
+            tracing::debug!(error = %e, "request body read failed");
+            ApiError::bad_request("the request body could not be read")
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len() as u64);
+        if total > limit {
+            return Err(ApiError::too_large(format!(
+                "{what} is limited to {limit} bytes"
+            )));
+        }
+        sink(&data);
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes.
+async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, ApiError> {
+    check_length(headers, limit, what)?;
+    let mut buf = Vec::new();
+    stream_body(body, limit, what, |d| buf.extend_from_slice(d)).await?;
+    Ok(buf)
+}
+
+fn count_too_large(app: &App, e: ApiError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        app.metrics.signing_uploads_too_large.inc();
+    }
+    e
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /v1/sign
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignQuery {
+    ring: Option<String>,
+    key_id: Option<String>,
+    hash: Option<String>,
+    padding: Option<String>,
+    encoding: Option<String>,
+    prehashed: Option<bool>,
+}
+
+async fn sign(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<SignQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let result = sign_inner(&app, &caller, q, &headers, body).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => "busy",
+        Err(e) if e.status().is_client_error() => "invalid",
+        Err(_) => "error",
+    };
+    app.metrics
+        .signing_operations
+        .with_label_values(&["sign", outcome])
+        .inc();
+    result
+}
+
+async fn sign_inner(
+    app: &App,
+    caller: &Caller,
+    q: Result<Query<SignQuery>, QueryRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let target = parse_target(q.ring, q.key_id)?;
+    let resolved = authorize_signer(app, caller, &target, "sign").await?;
+    let (scheme, encoding) = scheme_for(
+        resolved.algorithm(),
+        q.hash.as_deref(),
+        q.padding.as_deref(),
+        q.encoding.as_deref(),
+    )?;
+    let cfg = app.signing.config();
+    let prehashed = q.prehashed.unwrap_or(false);
+
+    // What the token signs, and the SHA-256 of the body for the audit entry.
+    let (input, bytes, body_sha256) = match (prehashed, scheme.hash()) {
+        (true, None) => return Err(SchemeError::Ed25519NeedsMessage.into_api()),
+        (true, Some(hash)) => {
+            let limit = hash.output_len() as u64;
+            let digest = read_limited(headers, body, limit, "a digest")
+                .await
+                .map_err(|_| {
+                    ApiError::bad_request(format!("a {hash} digest is {} bytes", hash.output_len()))
+                })?;
+            let n = digest.len() as u64;
+            let sha = audit::digest(&digest);
+            (SignInputBuf::Digest(digest), n, sha)
+        }
+        (false, None) => {
+            let limit = cfg.max_ed25519_bytes.min(cfg.max_upload_bytes);
+            let message = read_limited(headers, body, limit, "an Ed25519 upload (signed whole)")
+                .await
+                .map_err(|e| count_too_large(app, e))?;
+            let n = message.len() as u64;
+            let sha = audit::digest(&message);
+            (SignInputBuf::Message(message), n, sha)
+        }
+        (false, Some(hash)) => {
+            let limit = cfg.max_upload_bytes;
+            check_length(headers, limit, "an upload").map_err(|e| count_too_large(app, e))?;
+            let mut hasher = Hasher::new(hash);
+            let mut sha256 = (hash != HashAlg::Sha256).then(sha2::Sha256::new);
+            let n = stream_body(body, limit, "an upload", |d| {
+                hasher.update(d);
+                if let Some(s) = &mut sha256 {
+                    s.update(d);
+                }
+            })
+            .await
+            .map_err(|e| count_too_large(app, e))?;
+            let digest = hasher.finish();
+            let sha: [u8; 32] = match sha256 {
+                Some(s) => s.finalize().into(),
+                None => digest
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| ApiError::internal())?,
+            };
+            (SignInputBuf::Digest(digest), n, sha)
+        }
+    };
+    let kind = if prehashed { "digest" } else { "message" };
+    let signed = app.signing.sign(&resolved, scheme, input).await?;
+    let signature = encode(scheme, &signed.signature, encoding)?;
+    let params = serde_json::json!({
+        "target": resolved.subject(),
+        "key_id": signed.key_id,
+        "scheme": scheme.name(),
+        "encoding": encoding.map(EcdsaEncoding::as_str),
+        "input": kind,
+        "bytes": bytes,
+        "sha256": hex::encode(body_sha256),
+    });
+    let record = caller.record("sign", resolved.subject(), &params, Some(&signature), "ok");
+    let receipt = app.audit.append(record).await?;
+    let body = serde_json::json!({
+        "key_id": signed.key_id,
+        "ring": resolved.ring(),
+        "algorithm": resolved.algorithm().as_str(),
+        "scheme": scheme.name(),
+        "encoding": encoding.map(EcdsaEncoding::as_str),
+        "input": kind,
+        "bytes": bytes,
+        "sha256": hex::encode(body_sha256),
+        "signature": B64.encode(&signature),
+        "receipt": receipt_json(&receipt),
+    });
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+trait IntoApi {
+    fn into_api(self) -> ApiError;
+}
+
+impl IntoApi for SchemeError {
+    fn into_api(self) -> ApiError {
+        ApiError::bad_request(self.to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /v1/sign-batch
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    ring: Option<String>,
+    key_id: Option<String>,
+    hash: Option<String>,
+    padding: Option<String>,
+    encoding: Option<String>,
+    /// All or nothing: one bad item fails the batch and no signature is returned.
+    #[serde(default)]
+    atomic: bool,
+    items: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    /// The data, base64.
+    data: Option<String>,
+    /// A digest of the data under the scheme's hash, base64.
+    digest: Option<String>,
+}
+
+#[derive(Serialize, Clone)]
+struct ItemError {
+    status: u16,
+    #[serde(rename = "type")]
+    type_: String,
+    detail: String,
+}
+
+impl ItemError {
+    fn from_api(e: &ApiError) -> ItemError {
+        ItemError {
+            status: e.status().as_u16(),
+            type_: format!("urn:signetd:problem:{}", e.kind()),
+            detail: e.detail().to_owned(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ItemResult {
+    index: usize,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+    /// Index of this signature among the batch's leaves (see `batch_root`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaf_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ItemError>,
+}
+
+/// A validated item: the input and what the audit entry records about it.
+struct Prepared {
+    input: SignInputBuf,
+    kind: &'static str,
+    bytes: usize,
+    sha256: String,
+}
+
+fn prepare_item(
+    item: BatchItem,
+    scheme: SignatureScheme,
+    algorithm: KeyAlgorithm,
+    ed25519_limit: u64,
+) -> Result<Prepared, ApiError> {
+    let decode = |s: &str, what: &str| {
+        B64.decode(s)
+            .map_err(|_| ApiError::bad_request(format!("`{what}` is not base64")))
+    };
+    let (input, kind) = match (item.data, item.digest) {
+        (Some(d), None) => (SignInputBuf::Message(decode(&d, "data")?), "message"),
+        (None, Some(d)) => (SignInputBuf::Digest(decode(&d, "digest")?), "digest"),
+        _ => {
+            return Err(ApiError::bad_request(
+                "an item has exactly one of `data` and `digest`",
+            ));
+        }
+    };
+    scheme
+        .check(algorithm, input.as_input())
+        .map_err(SchemeError::into_api)?;
+    let bytes = match &input {
+        SignInputBuf::Message(m) | SignInputBuf::Digest(m) => m,
+    };
+    if scheme == SignatureScheme::Ed25519 && bytes.len() as u64 > ed25519_limit {
+        return Err(ApiError::too_large(format!(
+            "an Ed25519 item is limited to {ed25519_limit} bytes"
+        )));
+    }
+    Ok(Prepared {
+        kind,
+        bytes: bytes.len(),
+        sha256: hex::encode(audit::digest(bytes)),
+        input,
+    })
+}
+
+fn problem_with_items(e: &ApiError, items: Vec<serde_json::Value>) -> Response {
+    let body = serde_json::json!({
+        "type": format!("urn:signetd:problem:{}", e.kind()),
+        "title": "Batch refused",
+        "status": e.status().as_u16(),
+        "detail": e.detail(),
+        "items": items,
+    });
+    let mut r = (e.status(), Json(body)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// Signs every item on its own (each through the ring's scheduler, `signing.batch_parallel`
+/// at a time) and answers per item. One audit entry covers the batch: its output digest is the
+/// RFC 6962 Merkle root over `SHA-256(0x00 ‖ signature)` of the signed items' signatures as
+/// returned, in item order (`leaf_index`), so every returned signature is covered by the
+/// committed entry and a client can recompute the root from the answer.
+async fn sign_batch(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let cfg = app.signing.config().clone();
+    let raw = read_limited(&headers, body, cfg.max_json_bytes, "a batch")
+        .await
+        .map_err(|e| count_too_large(&app, e))?;
+    let req: BatchRequest = json_body(&raw)?;
+    drop(raw);
+    let target = parse_target(req.ring, req.key_id)?;
+    let resolved = authorize_signer(&app, &caller, &target, "sign-batch").await?;
+    let (scheme, encoding) = scheme_for(
+        resolved.algorithm(),
+        req.hash.as_deref(),
+        req.padding.as_deref(),
+        req.encoding.as_deref(),
+    )?;
+    let n = req.items.len();
+    if n == 0 {
+        return Err(ApiError::bad_request("a batch has at least one item"));
+    }
+    if n > cfg.batch_max_items {
+        return Err(ApiError::too_large(format!(
+            "a batch has at most {} items",
+            cfg.batch_max_items
+        )));
+    }
+    let ed_limit = cfg.max_ed25519_bytes.min(cfg.max_upload_bytes);
+    let prepared: Vec<Result<Prepared, ApiError>> = req
+        .items
+        .into_iter()
+        .map(|item| prepare_item(item, scheme, resolved.algorithm(), ed_limit))
+        .collect();
+    let invalid: Vec<serde_json::Value> = prepared
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.as_ref().err().map(|e| (i, e)))
+        .map(|(i, e)| serde_json::json!({ "index": i, "error": ItemError::from_api(e) }))
+        .collect();
+    if req.atomic && !invalid.is_empty() {
+        let e = ApiError::bad_request(format!(
+            "{} of {n} items are invalid; nothing was signed",
+            invalid.len()
+        ));
+        return Ok(problem_with_items(&e, invalid));
+    }
+
+    // Sign, at most `batch_parallel` items at once.
+    let mut outcomes: Vec<Option<Result<signing::Signed, ApiError>>> =
+        (0..n).map(|_| None).collect();
+    let mut meta: Vec<Option<(&'static str, usize, String)>> = Vec::with_capacity(n);
+    let mut queue = Vec::new();
+    for (i, p) in prepared.into_iter().enumerate() {
+        match p {
+            Ok(p) => {
+                meta.push(Some((p.kind, p.bytes, p.sha256)));
+                queue.push((i, p.input));
+            }
+            Err(e) => {
+                meta.push(None);
+                outcomes[i] = Some(Err(e));
+            }
+        }
+    }
+    queue.reverse();
+    let mut running = tokio::task::JoinSet::new();
+    let mut failed_atomic: Option<ApiError> = None;
+    loop {
+        while running.len() < cfg.batch_parallel && failed_atomic.is_none() {
+            let Some((i, input)) = queue.pop() else { break };
+            let (s, r) = (app.signing.clone(), resolved.clone());
+            running.spawn(async move { (i, s.sign(&r, scheme, input).await) });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (i, result) = joined.map_err(|e| {
+            tracing::error!(error = %e, "batch item task failed");
+            ApiError::internal()
+        })?;
+        let result = result.map_err(ApiError::from);
+        if let Err(e) = &result {
+            app.metrics
+                .signing_operations
+                .with_label_values(&["sign-batch-item", item_outcome(e)])
+                .inc();
+            if req.atomic && failed_atomic.is_none() {
+                failed_atomic = Some(ApiError::new(
+                    e.status(),
+                    e.kind(),
+                    "Batch failed",
+                    format!("item {i} failed: {}; nothing was returned", e.detail()),
+                ));
+            }
+        } else {
+            app.metrics
+                .signing_operations
+                .with_label_values(&["sign-batch-item", "ok"])
+                .inc();
+        }
+        outcomes[i] = Some(result);
+    }
+    if let Some(e) = failed_atomic {
+        // Signatures made before the failure are dropped here, never returned.
+        return Err(e);
+    }
+
+    // Encode, build the batch tree, log once, answer.
+    let mut frontier = signet_merkle::Frontier::empty();
+    let mut results = Vec::with_capacity(n);
+    let mut audit_items = Vec::with_capacity(n);
+    let (mut signed_count, mut failed_count) = (0u64, 0u64);
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let meta_i = meta.get(i).cloned().flatten();
+        match outcome {
+            Some(Ok(signed)) => {
+                let signature = encode(scheme, &signed.signature, encoding)?;
+                let leaf_index = frontier.size();
+                frontier.append(signet_merkle::hash_leaf(&signature));
+                signed_count += 1;
+                audit_items.push(serde_json::json!({
+                    "index": i,
+                    "key_id": signed.key_id,
+                    "input": meta_i.as_ref().map(|m| m.0),
+                    "bytes": meta_i.as_ref().map(|m| m.1),
+                    "sha256": meta_i.as_ref().map(|m| m.2.clone()),
+                    "leaf_index": leaf_index,
+                }));
+                results.push(ItemResult {
+                    index: i,
+                    status: 200,
+                    key_id: Some(signed.key_id),
+                    signature: Some(B64.encode(&signature)),
+                    leaf_index: Some(leaf_index),
+                    error: None,
+                });
+            }
+            Some(Err(e)) => {
+                failed_count += 1;
+                audit_items.push(serde_json::json!({ "index": i, "status": e.status().as_u16() }));
+                results.push(ItemResult {
+                    index: i,
+                    status: e.status().as_u16(),
+                    key_id: None,
+                    signature: None,
+                    leaf_index: None,
+                    error: Some(ItemError::from_api(&e)),
+                });
+            }
+            None => {
+                failed_count += 1;
+                results.push(ItemResult {
+                    index: i,
+                    status: 500,
+                    key_id: None,
+                    signature: None,
+                    leaf_index: None,
+                    error: Some(ItemError::from_api(&ApiError::internal())),
+                });
+            }
+        }
+    }
+    let root = frontier.root();
+    let params = serde_json::json!({
+        "target": resolved.subject(),
+        "scheme": scheme.name(),
+        "encoding": encoding.map(EcdsaEncoding::as_str),
+        "atomic": req.atomic,
+        "items": audit_items,
+    });
+    let record = Record {
+        output_digest: (signed_count > 0).then_some(root),
+        ..caller.record("sign-batch", resolved.subject(), &params, None, "ok")
+    };
+    let receipt = app.audit.append(record).await?;
+    let body = serde_json::json!({
+        "ring": resolved.ring(),
+        "algorithm": resolved.algorithm().as_str(),
+        "scheme": scheme.name(),
+        "encoding": encoding.map(EcdsaEncoding::as_str),
+        "signed": signed_count,
+        "failed": failed_count,
+        "batch_root": hex::encode(root),
+        "results": results,
+        "receipt": receipt_json(&receipt),
+    });
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+fn item_outcome(e: &ApiError) -> &'static str {
+    if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+        "busy"
+    } else if e.status().is_client_error() {
+        "invalid"
+    } else {
+        "error"
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /v1/verify
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyRequest {
+    ring: Option<String>,
+    key_id: Option<String>,
+    hash: Option<String>,
+    padding: Option<String>,
+    encoding: Option<String>,
+    data: Option<String>,
+    digest: Option<String>,
+    signature: String,
+}
+
+/// Checks a signature in software against one key, or against every key of a ring (retired
+/// keys too). Answers 200 with `valid` either way; a malformed request is a 400.
+async fn verify(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let cfg = app.signing.config().clone();
+    let raw = read_limited(&headers, body, cfg.max_json_bytes, "a verification request")
+        .await
+        .map_err(|e| count_too_large(&app, e))?;
+    let req: VerifyRequest = json_body(&raw)?;
+    drop(raw);
+    let target = parse_target(req.ring, req.key_id)?;
+    let ring = match &target {
+        Target::Ring(r) => r.clone(),
+        Target::Key(id) => app.signing.ring_of_key(*id).await?,
+    };
+    let subject = match &target {
+        Target::Ring(r) => format!("ring:{r}"),
+        Target::Key(id) => format!("key:{id}"),
+    };
+    require_reader(&app, &caller, &ring, "verify", &subject).await?;
+    let keys = app.signing.verification_keys(&target).await?;
+    let algorithm = match keys.first() {
+        Some(k) => k.key.algorithm,
+        None => app.signing.ring(&ring).await?.algorithm,
+    };
+    let (scheme, encoding) = scheme_for(
+        algorithm,
+        req.hash.as_deref(),
+        req.padding.as_deref(),
+        req.encoding.as_deref(),
+    )?;
+    let prepared = prepare_item(
+        BatchItem {
+            data: req.data,
+            digest: req.digest,
+        },
+        scheme,
+        algorithm,
+        u64::MAX,
+    )?;
+    let signature = B64
+        .decode(&req.signature)
+        .map_err(|_| ApiError::bad_request("`signature` is not base64"))?;
+    let standard = scheme.decode_signature(&signature, encoding.unwrap_or_default());
+    let input = prepared.input;
+    let (spkis, ids): (Vec<Vec<u8>>, Vec<Uuid>) = keys
+        .iter()
+        .map(|k| (k.key.public_key.clone(), k.key.id))
+        .unzip();
+    let verified_by = match standard {
+        Ok(sig) => tokio::task::spawn_blocking(move || {
+            spkis
+                .iter()
+                .position(|spki| scheme.verify(spki, input.as_input(), &sig).is_ok())
+        })
+        .await
+        .map_err(|_| ApiError::internal())?
+        .and_then(|i| ids.get(i).copied()),
+        Err(_) => None,
+    };
+    let valid = verified_by.is_some();
+    app.metrics
+        .signing_operations
+        .with_label_values(&["verify", if valid { "ok" } else { "invalid" }])
+        .inc();
+    let params = serde_json::json!({
+        "target": subject,
+        "scheme": scheme.name(),
+        "input": prepared.kind,
+        "bytes": prepared.bytes,
+        "sha256": prepared.sha256,
+        "signature_sha256": hex::encode(audit::digest(&signature)),
+        "valid": valid,
+        "key_id": verified_by,
+    });
+    let result = if valid { "ok" } else { "ok:invalid-signature" };
+    let record = caller.record("verify", subject, &params, None, result);
+    let receipt = app.audit.append(record).await?;
+    let body = serde_json::json!({
+        "valid": valid,
+        "key_id": verified_by,
+        "ring": ring,
+        "scheme": scheme.name(),
+        "receipt": receipt_json(&receipt),
+    });
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rings and keys
+
+#[derive(Serialize)]
+struct KeyBody {
+    id: Uuid,
+    ring: String,
+    algorithm: &'static str,
+    token: String,
+    label: String,
+    fingerprint: String,
+    public_key_pem: String,
+    usage_count: i64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_used_at: Option<OffsetDateTime>,
+    state: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    retired_at: Option<OffsetDateTime>,
+}
+
+fn key_body(view: &KeyView) -> Result<KeyBody, ApiError> {
+    let k = &view.key;
+    let pem = der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &k.key.public_key)
+        .map_err(|_| ApiError::internal())?;
+    Ok(KeyBody {
+        id: k.key.id,
+        ring: k.ring.clone(),
+        algorithm: k.key.algorithm.as_str(),
+        token: k.key.token.clone(),
+        label: k.key.label.clone(),
+        fingerprint: k.key.fingerprint.clone(),
+        public_key_pem: pem,
+        usage_count: k.usage_count,
+        last_used_at: k.last_used_at,
+        state: view.state,
+        created_at: k.created_at,
+        retired_at: k.retired_at,
+    })
+}
+
+#[derive(Serialize)]
+struct RingBody {
+    name: String,
+    algorithm: &'static str,
+    token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<Vec<KeyBody>>,
+}
+
+fn ring_body(r: &crate::store::rings::Ring, keys: Option<Vec<KeyBody>>) -> RingBody {
+    RingBody {
+        name: r.name.clone(),
+        algorithm: r.algorithm.as_str(),
+        token: r.token.clone(),
+        created_at: r.created_at,
+        keys,
+    }
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
+}
+
+fn key_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(&path(p)?).map_err(|_| ApiError::not_found("no such key"))
+}
+
+/// Logs a read and returns its receipt.
+async fn audit_read(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    subject: String,
+    params: serde_json::Value,
+) -> Result<Receipt, ApiError> {
+    Ok(app
+        .audit
+        .append(caller.record(action, subject, &params, None, "ok"))
+        .await?)
+}
+
+async fn list_rings(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let rings = app.signing.rings().await?;
+    let visible: Vec<RingBody> = rings
+        .iter()
+        .filter(|r| caller.has_role("admin") || caller.has_role(&signer_role(&r.name)))
+        .map(|r| ring_body(r, None))
+        .collect();
+    let receipt = audit_read(
+        &app,
+        &caller,
+        "ring.list",
+        "rings".into(),
+        serde_json::json!({}),
+    )
+    .await?;
+    let body = serde_json::json!({ "rings": visible, "receipt": receipt_json(&receipt) });
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRing {
+    name: String,
+    algorithm: String,
+    token: Option<String>,
+}
+
+fn parse_algorithm(s: &str) -> Result<KeyAlgorithm, ApiError> {
+    s.parse().map_err(ApiError::bad_request)
+}
+
+async fn create_ring(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let raw = read_limited(&headers, body, 64 * 1024, "a ring request").await?;
+    let req: CreateRing = json_body(&raw)?;
+    require_role(
+        &app,
+        &caller,
+        "admin",
+        "ring.create",
+        &format!("ring:{}", req.name),
+    )
+    .await?;
+    let algorithm = parse_algorithm(&req.algorithm)?;
+    let (ring, receipt) = app
+        .signing
+        .create_ring(&caller.actor(), &req.name, algorithm, req.token.as_deref())
+        .await?;
+    let mut body = serde_json::to_value(ring_body(&ring, Some(Vec::new())))
+        .map_err(|_| ApiError::internal())?;
+    body["receipt"] = receipt_json(&receipt);
+    Ok(with_receipt(
+        (StatusCode::CREATED, Json(body)).into_response(),
+        &receipt,
+    ))
+}
+
+async fn get_ring(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = path(p)?;
+    let subject = format!("ring:{name}");
+    require_reader(&app, &caller, &name, "ring.get", &subject).await?;
+    let ring = app.signing.ring(&name).await?;
+    let keys = app.signing.keys(Some(&name)).await?;
+    let keys = keys.iter().map(key_body).collect::<Result<Vec<_>, _>>()?;
+    let receipt = audit_read(&app, &caller, "ring.get", subject, serde_json::json!({})).await?;
+    let mut body =
+        serde_json::to_value(ring_body(&ring, Some(keys))).map_err(|_| ApiError::internal())?;
+    body["receipt"] = receipt_json(&receipt);
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateRequest {
+    algorithm: Option<String>,
+    count: Option<usize>,
+    token: Option<String>,
+}
+
+async fn generate_keys(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let ring = path(p)?;
+    require_role(
+        &app,
+        &caller,
+        "admin",
+        "key.generate",
+        &format!("ring:{ring}"),
+    )
+    .await?;
+    let raw = read_limited(&headers, body, 64 * 1024, "a key request").await?;
+    let req: GenerateRequest = if raw.is_empty() {
+        GenerateRequest {
+            algorithm: None,
+            count: None,
+            token: None,
+        }
+    } else {
+        json_body(&raw)?
+    };
+    let algorithm = req.algorithm.as_deref().map(parse_algorithm).transpose()?;
+    let generated = app
+        .signing
+        .generate_keys(
+            &caller.actor(),
+            &ring,
+            algorithm,
+            req.count.unwrap_or(1),
+            req.token.as_deref(),
+        )
+        .await?;
+    let mut keys = Vec::new();
+    let mut last = None;
+    for (k, receipt) in &generated.keys {
+        let view = KeyView {
+            state: signing::key_state(k),
+            key: k.clone(),
+        };
+        let mut v = serde_json::to_value(key_body(&view)?).map_err(|_| ApiError::internal())?;
+        v["receipt"] = receipt_json(receipt);
+        keys.push(v);
+        last = Some(receipt.clone());
+    }
+    let body = serde_json::json!({
+        "ring": ring_body(&generated.ring, None),
+        "ring_created": generated.ring_created,
+        "keys": keys,
+    });
+    let response = (StatusCode::CREATED, Json(body)).into_response();
+    Ok(match last {
+        Some(r) => with_receipt(response, &r),
+        None => response,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysQuery {
+    ring: Option<String>,
+}
+
+async fn list_keys(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<KeysQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    if let Some(r) = &q.ring {
+        require_reader(&app, &caller, r, "key.list", &format!("ring:{r}")).await?;
+    }
+    let keys = app.signing.keys(q.ring.as_deref()).await?;
+    let visible = keys
+        .iter()
+        .filter(|k| caller.has_role("admin") || caller.has_role(&signer_role(&k.key.ring)))
+        .map(key_body)
+        .collect::<Result<Vec<_>, _>>()?;
+    let subject = q
+        .ring
+        .as_ref()
+        .map_or_else(|| "keys".to_owned(), |r| format!("ring:{r}"));
+    let receipt = audit_read(&app, &caller, "key.list", subject, serde_json::json!({})).await?;
+    let body = serde_json::json!({ "keys": visible, "receipt": receipt_json(&receipt) });
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+async fn get_key(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = key_id(p)?;
+    let view = app.signing.key(id).await?;
+    let subject = format!("key:{id}");
+    require_reader(&app, &caller, &view.key.ring, "key.get", &subject).await?;
+    let receipt = audit_read(&app, &caller, "key.get", subject, serde_json::json!({})).await?;
+    let mut body = serde_json::to_value(key_body(&view)?).map_err(|_| ApiError::internal())?;
+    body["receipt"] = receipt_json(&receipt);
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+async fn retire_key(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = key_id(p)?;
+    require_role(&app, &caller, "admin", "key.retire", &format!("key:{id}")).await?;
+    let (view, receipt) = app.signing.retire_key(&caller.actor(), id).await?;
+    let mut body = serde_json::to_value(key_body(&view)?).map_err(|_| ApiError::internal())?;
+    body["receipt"] = receipt_json(&receipt);
+    Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target(Some("r".into()), None).ok(),
+            Some(Target::Ring("r".into()))
+        );
+        assert!(parse_target(None, None).is_err());
+        assert!(parse_target(Some("r".into()), Some(Uuid::nil().to_string())).is_err());
+        assert_eq!(
+            parse_target(None, Some("not-a-uuid".into()))
+                .err()
+                .map(|e| e.status()),
+            Some(StatusCode::BAD_REQUEST)
+        );
+    }
+
+    #[test]
+    fn schemes_and_encodings() {
+        let (s, e) = scheme_for(KeyAlgorithm::EcP256, None, None, Some("raw"))
+            .ok()
+            .unzip();
+        assert_eq!(s.map(SignatureScheme::name), Some("ecdsa-p256-sha256"));
+        assert_eq!(e.flatten(), Some(EcdsaEncoding::Raw));
+        let (_, e) = scheme_for(KeyAlgorithm::EcP384, None, None, None)
+            .ok()
+            .unzip();
+        assert_eq!(e.flatten(), Some(EcdsaEncoding::Der));
+        let (_, e) = scheme_for(KeyAlgorithm::Rsa2048, None, Some("pss"), None)
+            .ok()
+            .unzip();
+        assert_eq!(e, Some(None));
+        for (alg, hash, padding, enc) in [
+            (KeyAlgorithm::EcP256, None, Some("pss"), None),
+            (KeyAlgorithm::Ed25519, Some("sha512"), None, None),
+            (KeyAlgorithm::Rsa2048, None, None, Some("raw")),
+            (KeyAlgorithm::Rsa2048, Some("md5"), None, None),
+        ] {
+            let got = scheme_for(alg, hash, padding, enc)
+                .err()
+                .map(|e| e.status());
+            assert_eq!(
+                got,
+                Some(StatusCode::BAD_REQUEST),
+                "{alg} {hash:?} {padding:?} {enc:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ring_names() {
+        assert!(signing::valid_ring_name("payments"));
+        assert!(signing::valid_ring_name("a.b_c-1"));
+        assert!(!signing::valid_ring_name(""));
+        assert!(!signing::valid_ring_name("-x"));
+        assert!(!signing::valid_ring_name("Upper"));
+        assert!(!signing::valid_ring_name(&"a".repeat(64)));
+    }
 }

@@ -212,6 +212,7 @@ pub async fn init(
             ca_cert: &ca_cert,
             ca_signer: &ca_signer,
             audit: &audit,
+            urls: service::issuer_urls(cfg),
         };
         let action = create_client_account(
             &issuer,
@@ -256,6 +257,8 @@ pub struct Issuer<'a> {
     pub ca_signer: &'a Arc<HsmSigner>,
     /// The log every issuance is appended to.
     pub audit: &'a Audit,
+    /// The CRL and OCSP URLs put into issued certificates.
+    pub urls: IssuerUrls,
 }
 
 /// Creates an account with `roles` and a client certificate whose key is generated here, for
@@ -286,6 +289,7 @@ pub async fn create_client_account(
         spki.as_bytes(),
         validity_days,
         "mtls-client",
+        &issuer.urls,
     )
     .await?;
     let key_pem = secret
@@ -438,6 +442,7 @@ async fn ensure_server_tls(
         &key.public_key,
         cfg.tls.validity_days,
         "tls-server",
+        &service::issuer_urls(cfg),
     )
     .await?;
     let record = daemon_record(
@@ -472,6 +477,7 @@ async fn issue(
     spki_der: &[u8],
     validity_days: u32,
     profile_name: &'static str,
+    urls: &IssuerUrls,
 ) -> Result<NewCertificate, PkiError> {
     let subject_name = signet_certs::parse_name(subject)?;
     let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)
@@ -482,6 +488,7 @@ async fn issue(
     let serial = signet_certs::serial_from_random(random16()?);
     let ca_cert = ca_cert.clone();
     let signer = ca_signer.clone();
+    let urls = urls.clone();
     let cert = blocking(move || {
         signet_certs::issue(
             &ca_cert,
@@ -491,7 +498,7 @@ async fn issue(
             spki,
             serial,
             validity,
-            &IssuerUrls::default(),
+            &urls,
         )
     })
     .await??;

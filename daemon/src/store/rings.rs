@@ -294,3 +294,125 @@ pub async fn release_lease(
         .await?;
     Ok(())
 }
+
+/// Creates `name` unless it exists (inside an audited transaction), and checks that an
+/// existing ring has this algorithm and token. Returns whether the ring was created. A ring of
+/// another algorithm or token is a conflict.
+pub async fn ensure_ring(
+    tx: &Transaction<'_>,
+    name: &str,
+    algorithm: KeyAlgorithm,
+    token: &str,
+) -> Result<bool, StoreError> {
+    let created = tx
+        .execute(
+            "INSERT INTO rings (name, algorithm, token) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+            &[&name, &algorithm.as_str(), &token],
+        )
+        .await?;
+    let row = tx
+        .query_one(
+            "SELECT algorithm, token FROM rings WHERE name = $1",
+            &[&name],
+        )
+        .await?;
+    let (alg, tok): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    if alg != algorithm.as_str() || tok != token {
+        return Err(StoreError::Conflict(format!(
+            "ring {name} holds {alg} keys on token {tok}"
+        )));
+    }
+    Ok(created == 1)
+}
+
+impl Store {
+    /// Every ring key, by ring, then least recently used first.
+    pub async fn all_ring_keys(&self) -> Result<Vec<RingKey>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT {RING_KEY_COLUMNS} FROM keys WHERE ring IS NOT NULL \
+                     ORDER BY ring, last_used_at NULLS FIRST, created_at, id"
+                ),
+                &[],
+            )
+            .await?;
+        rows.iter().map(ring_key_from_row).collect()
+    }
+
+    /// Renews every lease in `ids` that `holder` still holds, in one statement, and returns
+    /// the ids renewed whose key may still sign (active, not retired). A key missing from the
+    /// answer must no longer be used by the holder: its lease was lost or the key retired.
+    pub async fn renew_leases(
+        &self,
+        ids: &[Uuid],
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "UPDATE key_leases l SET expires_at = clock_timestamp() + make_interval(secs => $3) \
+                 FROM keys k \
+                 WHERE l.key_id = ANY($1::uuid[]) AND l.holder = $2 \
+                   AND l.expires_at >= clock_timestamp() AND k.id = l.key_id \
+                 RETURNING l.key_id, k.state = 'active' AND k.retired_at IS NULL",
+                &[&ids, &holder, &interval_secs(ttl)],
+            )
+            .await?;
+        let mut usable = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: Uuid = r.try_get(0)?;
+            let active: bool = r.try_get(1)?;
+            if active {
+                usable.push(id);
+            }
+        }
+        Ok(usable)
+    }
+
+    /// Leases one given key to `holder` for `ttl` if it may sign (active, not retired) and
+    /// nobody else holds it; returns the key when leased.
+    pub async fn lease_active_key(
+        &self,
+        id: Uuid,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<RingKey>, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                &format!(
+                    "WITH candidate AS ( \
+                       SELECT k.id FROM keys k \
+                       WHERE k.id = $1 AND k.ring IS NOT NULL AND k.state = 'active' \
+                         AND k.retired_at IS NULL FOR UPDATE OF k), \
+                     leased AS ( \
+                       INSERT INTO key_leases (key_id, holder, acquired_at, expires_at) \
+                       SELECT id, $2, clock_timestamp(), clock_timestamp() + make_interval(secs => $3) \
+                       FROM candidate \
+                       ON CONFLICT (key_id) DO UPDATE SET holder = excluded.holder, \
+                         acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
+                       WHERE key_leases.expires_at < clock_timestamp() \
+                       RETURNING key_id) \
+                     SELECT {RING_KEY_COLUMNS} FROM keys WHERE id = (SELECT key_id FROM leased)"
+                ),
+                &[&id, &holder, &interval_secs(ttl)],
+            )
+            .await?;
+        row.as_ref().map(ring_key_from_row).transpose()
+    }
+
+    /// Releases every lease `holder` still has (at shutdown), without recording usage.
+    pub async fn release_all_leases(&self, holder: &str) -> Result<u64, StoreError> {
+        let conn = self.pool.get().await?;
+        Ok(conn
+            .execute("DELETE FROM key_leases WHERE holder = $1", &[&holder])
+            .await?)
+    }
+}

@@ -1,0 +1,439 @@
+//! jobs::worker: the workers of one process — claim a batch, lease a key, sign, commit with
+//! the batch's audit entry — plus the `LISTEN` task that wakes them when another process
+//! releases a key or creates a job, and the progress gauges.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Inner, batch_subject, lock, scheme_for, tree};
+use crate::audit::{Actor, AuditError, Record};
+use crate::crypto::SignInputBuf;
+use crate::hsm::{HsmError, KeySlot};
+use crate::store::jobs::{self as sql, Claim, ClaimOutcome, FinishedBatch};
+use crate::store::rings::RingKey;
+
+/// Longest pause between two looks for an idle key when every key is leased. Releases in this
+/// process and (through `LISTEN`) in others wake the waiters at once; the pause bounds how late
+/// a lease that simply expired (its holder died) is noticed.
+const MAX_KEY_WAIT_STEP: Duration = Duration::from_millis(250);
+/// Pause between looks for a claimable batch while every open batch is claimed by a live
+/// worker: one of them may die, and its claim expires.
+const BUSY_POLL: Duration = Duration::from_millis(500);
+
+/// One worker: claims and signs batches until the service drains.
+pub(super) async fn run(inner: Arc<Inner>, index: usize) {
+    let holder = format!("jobs:{}:{index}", inner.process);
+    let ttl = Duration::from_secs(inner.cfg.lease_ttl_secs.max(1));
+    let idle = Duration::from_secs(inner.cfg.poll_secs.max(1));
+    let mut error_pause = Duration::from_millis(500);
+    while !inner.shutdown.is_cancelled() {
+        let work = inner.work.notified();
+        tokio::pin!(work);
+        work.as_mut().enable();
+        let pause = match inner.store.claim_batch(&holder, ttl).await {
+            Ok(ClaimOutcome::Claimed(claim)) => {
+                error_pause = Duration::from_millis(500);
+                process(&inner, &holder, ttl, claim).await;
+                continue;
+            }
+            Ok(ClaimOutcome::Busy(_)) => BUSY_POLL.min(idle),
+            Ok(ClaimOutcome::NoJob) => idle,
+            Err(e) => {
+                tracing::warn!(error = %e, "jobs: cannot claim a batch");
+                error_pause = (error_pause * 2).min(Duration::from_secs(30));
+                error_pause
+            }
+        };
+        tokio::select! {
+            _ = &mut work => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = inner.shutdown.cancelled() => {}
+        }
+    }
+    tracing::debug!(worker = %holder, "jobs: worker stopped");
+}
+
+/// Why an attempt ended without committing.
+struct Failure {
+    /// The leased key and how many signatures it made, when a key was leased.
+    key: Option<(Uuid, i64)>,
+    /// `lost` (claim or lease), `rejected` (the commit's checks failed), `error`, `shutdown`.
+    kind: &'static str,
+    reason: String,
+}
+
+impl Failure {
+    fn new(kind: &'static str, key: Option<(Uuid, i64)>, reason: impl Into<String>) -> Self {
+        Failure {
+            key,
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Stops the renewal task when the attempt ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, claim: Claim) {
+    let started = Instant::now();
+    let m = &inner.metrics;
+    m.jobs_workers_busy.inc();
+    let lost = CancellationToken::new();
+    let (key_tx, key_rx) = watch::channel(None);
+    let _renewer = AbortOnDrop(tokio::spawn(renew(
+        inner.clone(),
+        holder.to_owned(),
+        claim.batch,
+        claim.attempt,
+        ttl,
+        key_rx,
+        lost.clone(),
+    )));
+    match attempt(inner, holder, ttl, &claim, &key_tx, &lost).await {
+        Ok((signed, job_done)) => {
+            m.jobs_batches.with_label_values(&["ok"]).inc();
+            m.jobs_records_signed.inc_by(signed);
+            m.jobs_batch_duration
+                .observe(started.elapsed().as_secs_f64());
+            inner.key_released.notify_waiters();
+            if job_done {
+                tracing::info!(job = %claim.job, "job done");
+                inner.work.notify_waiters();
+            }
+        }
+        Err(failure) => {
+            m.jobs_batches.with_label_values(&[failure.kind]).inc();
+            if failure.kind == "shutdown" {
+                tracing::info!(job = %claim.job, batch = claim.seq, "jobs: batch given up at shutdown");
+            } else {
+                tracing::warn!(job = %claim.job, batch = claim.seq, kind = failure.kind, reason = %failure.reason, "jobs: batch not committed; it will be claimed again");
+            }
+            if let Err(e) = inner
+                .store
+                .abandon_batch(claim.batch, claim.attempt, holder, failure.key)
+                .await
+            {
+                // The claim and the lease expire on their own.
+                tracing::warn!(error = %e, "jobs: cannot give the batch and key back early");
+            }
+            if failure.key.is_some() {
+                inner.key_released.notify_waiters();
+            }
+            if failure.kind == "error" {
+                // A token or database problem: do not hammer it.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = inner.shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+    m.jobs_workers_busy.dec();
+}
+
+/// Claims → key → signatures → commit. Returns the records signed and whether the job is done.
+async fn attempt(
+    inner: &Arc<Inner>,
+    holder: &str,
+    ttl: Duration,
+    claim: &Claim,
+    key_tx: &watch::Sender<Option<Uuid>>,
+    lost: &CancellationToken,
+) -> Result<(u64, bool), Failure> {
+    let records = inner
+        .store
+        .unsigned_records(claim.first, claim.last)
+        .await
+        .map_err(|e| Failure::new("error", None, format!("reading records: {e}")))?;
+    let key = lease_key(inner, holder, ttl, &claim.ring, lost).await?;
+    let key_id = key.key.id;
+    key_tx.send_replace(Some(key_id));
+    let holding = |used: i64| Some((key_id, used));
+    match inner
+        .store
+        .log_lease(claim.batch, claim.attempt, key_id, holder)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(Failure::new("lost", holding(0), "key lease lost at once")),
+        Err(e) => {
+            return Err(Failure::new(
+                "error",
+                holding(0),
+                format!("lease history: {e}"),
+            ));
+        }
+    }
+    let slot = slot_for(inner, &key)
+        .await
+        .map_err(|e| Failure::new("error", holding(0), format!("key {}: {e}", key.key.label)))?;
+    let scheme = scheme_for(key.key.algorithm)
+        .map_err(|e| Failure::new("error", holding(0), e.to_string()))?;
+    let mut ids = Vec::with_capacity(records.len());
+    let mut signatures = Vec::with_capacity(records.len());
+    for (id, data) in records {
+        if lost.is_cancelled() {
+            return Err(Failure::new(
+                "lost",
+                holding(signatures.len() as i64),
+                "batch claim or key lease lost while signing",
+            ));
+        }
+        // Each record on its own; the HSM layer verifies the signature before returning it.
+        let signature = inner
+            .hsm
+            .sign(&slot, scheme, SignInputBuf::Message(data))
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    "error",
+                    holding(signatures.len() as i64),
+                    format!("signing record {id}: {e}"),
+                )
+            })?;
+        ids.push(id);
+        signatures.push(signature);
+    }
+    let hashes: Vec<_> = ids
+        .iter()
+        .zip(&signatures)
+        .map(|(id, s)| tree::leaf_hash(*id, s))
+        .collect();
+    let root = tree::root(&hashes);
+    let n = ids.len();
+    let record = Record {
+        actor: Actor {
+            fingerprint: String::new(),
+            account: "signetd".into(),
+        },
+        action: "jobs.batch".into(),
+        subject: batch_subject(claim.job, claim.seq),
+        params_digest: crate::audit::params_digest(&serde_json::json!({
+            "job": claim.job,
+            "batch": claim.seq,
+            "ring": claim.ring,
+            "key": key.key.fingerprint,
+            "scheme": scheme.name(),
+            "records": n,
+            "first": ids.first(),
+            "last": ids.last(),
+            "holder": holder,
+            "attempt": claim.attempt,
+        })),
+        output_digest: Some(root),
+        result: "ok".into(),
+    };
+    let finished = FinishedBatch {
+        batch: claim.batch,
+        holder: holder.to_owned(),
+        attempt: claim.attempt,
+        key: key_id,
+        records: ids,
+        signatures,
+        root,
+    };
+    let job_done = Arc::new(AtomicBool::new(false));
+    let done_slot = job_done.clone();
+    let result = inner
+        .audit
+        .append_with(
+            record,
+            Box::new(move |tx| {
+                Box::pin(async move {
+                    let done = sql::finish_batch(tx, &finished).await?;
+                    done_slot.store(done, Ordering::Relaxed);
+                    Ok(())
+                })
+            }),
+        )
+        .await;
+    let used = n as i64;
+    match result {
+        Ok(_) => Ok((n as u64, job_done.load(Ordering::Relaxed))),
+        Err(AuditError::Operation { error, receipt }) => Err(Failure::new(
+            "rejected",
+            holding(used),
+            format!("{error} (logged as audit entry {})", receipt.seq),
+        )),
+        Err(e) => Err(Failure::new("error", holding(used), e.to_string())),
+    }
+}
+
+/// Leases the least recently used idle key of `ring`; when every key is leased, waits for a
+/// release (woken by this process's workers and, through `LISTEN`, by other processes) or a
+/// short pause, and looks again.
+async fn lease_key(
+    inner: &Arc<Inner>,
+    holder: &str,
+    ttl: Duration,
+    ring: &str,
+    lost: &CancellationToken,
+) -> Result<RingKey, Failure> {
+    let mut pause = Duration::from_millis(5);
+    let mut waiting_since = None;
+    loop {
+        let released = inner.key_released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        match inner.store.lease_lru_key(ring, holder, ttl, &[]).await {
+            Ok(Some(key)) => {
+                if let Some(since) = waiting_since {
+                    inner
+                        .metrics
+                        .jobs_key_wait
+                        .observe(Instant::elapsed(&since).as_secs_f64());
+                }
+                return Ok(key);
+            }
+            Ok(None) => {
+                if waiting_since.is_none() {
+                    waiting_since = Some(Instant::now());
+                    inner.metrics.jobs_key_lease_waits.inc();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, ring, "jobs: cannot lease a key"),
+        }
+        tokio::select! {
+            _ = &mut released => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = lost.cancelled() => {
+                return Err(Failure::new("lost", None, "batch claim lost while waiting for a key"));
+            }
+            _ = inner.shutdown.cancelled() => {
+                return Err(Failure::new("shutdown", None, "shutting down"));
+            }
+        }
+        pause = (pause * 2).min(MAX_KEY_WAIT_STEP);
+    }
+}
+
+/// Renews the batch claim and, once leased, the key lease, every third of the ttl. Cancels
+/// `lost` when either was lost: the worker must stop using the key.
+async fn renew(
+    inner: Arc<Inner>,
+    holder: String,
+    batch: i64,
+    attempt: i32,
+    ttl: Duration,
+    key: watch::Receiver<Option<Uuid>>,
+    lost: CancellationToken,
+) {
+    let every = ttl / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let leased = *key.borrow();
+        if let Some(k) = leased {
+            match inner.store.renew_lease(k, &holder, ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    lost.cancel();
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "jobs: cannot renew a key lease"),
+            }
+        }
+        match inner.store.renew_claim(batch, attempt, &holder, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "jobs: cannot renew a batch claim"),
+        }
+    }
+}
+
+/// The token slot of a ring key, checked against the recorded public key.
+async fn slot_for(inner: &Arc<Inner>, key: &RingKey) -> Result<Arc<KeySlot>, HsmError> {
+    if let Some(slot) = lock(&inner.slots).get(&key.key.id) {
+        return Ok(slot.clone());
+    }
+    let (hsm, k) = (inner.hsm.clone(), key.key.clone());
+    let slot = tokio::task::spawn_blocking(move || hsm.key(&k.token, &k.label, k.algorithm))
+        .await
+        .map_err(|e| HsmError::Worker(e.to_string()))??;
+    if slot.public_key() != key.key.public_key.as_slice() {
+        return Err(HsmError::Rejected(format!(
+            "key `{}` on the token differs from the recorded public key",
+            key.key.label
+        )));
+    }
+    lock(&inner.slots).insert(key.key.id, slot.clone());
+    Ok(slot)
+}
+
+/// Listens for other processes' job events (`LISTEN signetd_jobs`) and wakes the workers;
+/// reconnects with backoff when the connection drops.
+pub(super) async fn listen(inner: Arc<Inner>) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let opened = tokio::select! {
+            r = crate::store::Store::listen_jobs(&inner.db) => r,
+            _ = inner.shutdown.cancelled() => return,
+        };
+        match opened {
+            Ok(mut listener) => {
+                pause = Duration::from_secs(1);
+                // Anything may have happened while nobody listened.
+                inner.work.notify_waiters();
+                inner.key_released.notify_waiters();
+                loop {
+                    tokio::select! {
+                        event = listener.recv() => match event.as_deref() {
+                            Some("key") => inner.key_released.notify_waiters(),
+                            Some(_) => inner.work.notify_waiters(),
+                            None => break,
+                        },
+                        _ = inner.shutdown.cancelled() => return,
+                    }
+                }
+                tracing::warn!("jobs: the notification connection dropped; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "jobs: cannot listen for job events"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = inner.shutdown.cancelled() => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Keeps the progress gauges of the running job current.
+pub(super) async fn gauges(inner: Arc<Inner>) {
+    let m = &inner.metrics;
+    loop {
+        match inner.store.running_job().await {
+            Ok(Some(job)) => match inner.store.job_progress(job.id).await {
+                Ok(p) => {
+                    m.jobs_running.set(1);
+                    m.jobs_running_total.set(job.total);
+                    m.jobs_running_signed.set(p.signed);
+                }
+                Err(e) => tracing::debug!(error = %e, "jobs: progress"),
+            },
+            Ok(None) => {
+                m.jobs_running.set(0);
+                m.jobs_running_total.set(0);
+                m.jobs_running_signed.set(0);
+            }
+            Err(e) => tracing::debug!(error = %e, "jobs: progress"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = inner.shutdown.cancelled() => return,
+        }
+    }
+}
