@@ -5,7 +5,8 @@
 //! verification).
 //!
 //!     cargo bench -p signetd --bench jobs -- [--records 100000] [--keys 100] \
-//!         [--batches 10,100,1000] [--algorithms ec-p256,rsa-2048] [--workers 4] [--size 256]
+//!         [--batches 10,100,1000] [--algorithms ec-p256,rsa-2048] [--workers 4] [--size 256] \
+//!         [--hsm-parallel N]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 #[path = "../tests/support/mod.rs"]
@@ -23,6 +24,7 @@ struct Args {
     algorithms: Vec<String>,
     workers: usize,
     size: usize,
+    hsm_parallel: Option<usize>,
 }
 
 fn args() -> Args {
@@ -33,6 +35,7 @@ fn args() -> Args {
         algorithms: vec!["ec-p256".into(), "rsa-2048".into()],
         workers: 4,
         size: 256,
+        hsm_parallel: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -51,6 +54,7 @@ fn args() -> Args {
             "--algorithms" => a.algorithms = list(&value),
             "--workers" => a.workers = value.parse().expect("--workers N"),
             "--size" => a.size = value.parse().expect("--size BYTES"),
+            "--hsm-parallel" => a.hsm_parallel = Some(value.parse().expect("--hsm-parallel N")),
             _ => {
                 i += 1;
                 continue;
@@ -113,18 +117,42 @@ fn main() {
     let instance = Instance::new();
     // Production-like durability: every audit commit (and so every batch) is fsynced.
     sql(&instance, "ALTER SYSTEM SET fsync = on");
+    if std::env::var_os("BENCH_SLOW_LOG").is_some() {
+        sql(&instance, "ALTER SYSTEM SET log_min_duration_statement = 3");
+        eprintln!("postgres log: {}", instance.pg.log_path().display());
+    }
     sql(&instance, "SELECT pg_reload_conf()");
     jobs::configure(&instance, a.workers, 30);
+    // The tests checkpoint the audit log every 20 entries; production defaults here.
+    let config = std::fs::read_to_string(&instance.config_path).unwrap();
+    let config = config
+        .replace("checkpoint_every = 20", "checkpoint_every = 1000")
+        .replace(
+            "checkpoint_interval_secs = 1",
+            "checkpoint_interval_secs = 10",
+        );
+    std::fs::write(&instance.config_path, config).unwrap();
+    if let Some(n) = a.hsm_parallel {
+        let config = std::fs::read_to_string(&instance.config_path).unwrap();
+        let config = config.replacen("[hsm]\n", &format!("[hsm]\nmax_parallel = {n}\n"), 1);
+        std::fs::write(&instance.config_path, config).unwrap();
+    }
     instance.init();
     for alg in &a.algorithms {
         jobs::generate_ring(&instance, &format!("bench-{alg}"), alg, a.keys);
     }
     let ceilings = ceiling(&instance, &a.algorithms);
     let daemon = instance.serve();
+    eprintln!("daemon pid {}", daemon.child.id());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "\n{} records of {} bytes, {} keys per ring, {} workers, {cpus} CPUs, fsync on\n",
-        a.records, a.size, a.keys, a.workers
+        "\n{} records of {} bytes, {} keys per ring, {} workers, hsm.max_parallel {}, {cpus} CPUs, fsync on\n",
+        a.records,
+        a.size,
+        a.keys,
+        a.workers,
+        a.hsm_parallel
+            .map_or_else(|| "default (CPUs)".to_owned(), |n| n.to_string()),
     );
     println!(
         "| algorithm | batch size | wall time | records/s | token ceiling (hsm-bench) | ceiling time | ratio |"
@@ -165,6 +193,9 @@ fn main() {
         if !line.contains("_bucket") {
             println!("    {line}");
         }
+    }
+    if std::env::var_os("BENCH_SLOW_LOG").is_some() {
+        std::fs::copy(instance.pg.log_path(), "/tmp/x/bench-postgres.log").unwrap();
     }
     drop(daemon);
 }

@@ -221,6 +221,29 @@ fn records_jobs_and_proofs_through_the_api() {
         let r = post_json(&instance, &daemon, &admin, "/v1/jobs", body);
         assert_eq!(r.status, status, "{body}: {}", r.body);
     }
+    // A ring without keys cannot sign: refused, not left hanging.
+    let r = post_json(
+        &instance,
+        &daemon,
+        &admin,
+        "/v1/rings",
+        r#"{"name":"empty","algorithm":"ec-p256"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = post_json(
+        &instance,
+        &daemon,
+        &admin,
+        "/v1/jobs",
+        r#"{"ring":"empty","batch_size":5}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no active key")
+    );
     assert_eq!(sql_i64(&instance, "SELECT count(*) FROM jobs"), 0);
 
     // The ring's signer creates the job; the daemon's workers sign everything.

@@ -11,9 +11,6 @@ use super::{JobsError, batch_subject, not_found, scheme_for, tree};
 use crate::crypto::SignInput;
 use crate::store::Store;
 
-/// Most batches checked at once.
-const PARALLEL: usize = 8;
-
 /// What `signetd jobs verify` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -62,7 +59,9 @@ pub(super) async fn run(store: &Store, id: Uuid) -> Result<VerifyReport, JobsErr
         problems: Vec::new(),
         problem_count: 0,
     };
-    let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    // One batch per CPU at a time: verification is CPU-bound, and each batch is held whole.
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let limit = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut tasks = tokio::task::JoinSet::new();
     for batch in batches {
         let permit = limit

@@ -24,6 +24,9 @@ const MAX_KEY_WAIT_STEP: Duration = Duration::from_millis(250);
 /// Pause between looks for a claimable batch while every open batch is claimed by a live
 /// worker: one of them may die, and its claim expires.
 const BUSY_POLL: Duration = Duration::from_millis(500);
+/// Records read at once: a worker holds at most this many records' data
+/// (`jobs.max_record_bytes` each) while it signs.
+const PAGE: i64 = 256;
 
 /// One worker: claims and signs batches until the service drains.
 pub(super) async fn run(inner: Arc<Inner>, index: usize) {
@@ -152,9 +155,10 @@ async fn attempt(
     key_tx: &watch::Sender<Option<Uuid>>,
     lost: &CancellationToken,
 ) -> Result<(u64, bool), Failure> {
-    let records = inner
+    // The first page before the key is leased: the lease covers signing, not reading.
+    let mut page = inner
         .store
-        .unsigned_records(claim.first, claim.last)
+        .unsigned_records(claim.first - 1, claim.last, PAGE)
         .await
         .map_err(|e| Failure::new("error", None, format!("reading records: {e}")))?;
     let key = lease_key(inner, holder, ttl, &claim.ring, lost).await?;
@@ -181,30 +185,47 @@ async fn attempt(
         .map_err(|e| Failure::new("error", holding(0), format!("key {}: {e}", key.key.label)))?;
     let scheme = scheme_for(key.key.algorithm)
         .map_err(|e| Failure::new("error", holding(0), e.to_string()))?;
-    let mut ids = Vec::with_capacity(records.len());
-    let mut signatures = Vec::with_capacity(records.len());
-    for (id, data) in records {
-        if lost.is_cancelled() {
-            return Err(Failure::new(
-                "lost",
-                holding(signatures.len() as i64),
-                "batch claim or key lease lost while signing",
-            ));
+    let mut ids = Vec::with_capacity(page.len());
+    let mut signatures = Vec::with_capacity(page.len());
+    loop {
+        let full = page.len() as i64 == PAGE;
+        for (id, data) in std::mem::take(&mut page) {
+            if lost.is_cancelled() {
+                return Err(Failure::new(
+                    "lost",
+                    holding(signatures.len() as i64),
+                    "batch claim or key lease lost while signing",
+                ));
+            }
+            // Each record on its own; the HSM layer verifies the signature before returning it.
+            let signature = inner
+                .hsm
+                .sign(&slot, scheme, SignInputBuf::Message(data))
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        "error",
+                        holding(signatures.len() as i64),
+                        format!("signing record {id}: {e}"),
+                    )
+                })?;
+            ids.push(id);
+            signatures.push(signature);
         }
-        // Each record on its own; the HSM layer verifies the signature before returning it.
-        let signature = inner
-            .hsm
-            .sign(&slot, scheme, SignInputBuf::Message(data))
+        let Some(&after) = ids.last().filter(|_| full) else {
+            break;
+        };
+        page = inner
+            .store
+            .unsigned_records(after, claim.last, PAGE)
             .await
             .map_err(|e| {
                 Failure::new(
                     "error",
                     holding(signatures.len() as i64),
-                    format!("signing record {id}: {e}"),
+                    format!("reading records: {e}"),
                 )
             })?;
-        ids.push(id);
-        signatures.push(signature);
     }
     let hashes: Vec<_> = ids
         .iter()

@@ -225,7 +225,8 @@ pub async fn copy_records(tx: &Transaction<'_>, data: &[Vec<u8>]) -> Result<u64,
 
 /// Creates a job and cuts every record unsigned now into batches of `batch_size` (inside an
 /// audited transaction). A job that finds nothing to sign is done at once. Conflict when a
-/// job is running already; not found when the ring does not exist.
+/// job is running already or the ring has no active key; not found when the ring does not
+/// exist.
 pub async fn create_job(
     tx: &Transaction<'_>,
     id: Uuid,
@@ -248,6 +249,18 @@ pub async fn create_job(
         })?;
     if inserted != 1 {
         return Err(StoreError::NotFound(format!("ring {ring}")));
+    }
+    let usable: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM keys WHERE ring = $1 AND state = 'active' AND retired_at IS NULL",
+            &[&ring],
+        )
+        .await?
+        .try_get(0)?;
+    if usable == 0 {
+        return Err(StoreError::Conflict(format!(
+            "ring {ring} has no active key to sign with"
+        )));
     }
     tx.execute(
         "INSERT INTO batches (job_id, seq, first_record, last_record, size) \
@@ -456,21 +469,29 @@ impl Store {
         }))
     }
 
-    /// The unsigned records of a batch's range, by id.
+    /// The unsigned records of a batch's range with an id above `after`, by id, at most
+    /// `limit` of them (a batch is read in pages, so a worker's memory stays bounded).
     pub async fn unsigned_records(
         &self,
-        first: i64,
+        after: i64,
         last: i64,
+        limit: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let conn = self.pool.get().await?;
-        let stmt = conn
-            .prepare_cached(
-                "SELECT r.id, r.data FROM records r WHERE r.id BETWEEN $1 AND $2 \
+        // Unnamed and typed, so it is planned for these bounds each time: a cached generic
+        // plan cannot see how narrow the range is and scans every record and signature.
+        let rows = conn
+            .query_typed(
+                "SELECT r.id, r.data FROM records r WHERE r.id > $1 AND r.id <= $2 \
                  AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.record_id = r.id) \
-                 ORDER BY r.id",
+                 ORDER BY r.id LIMIT $3",
+                &[
+                    (&after, Type::INT8),
+                    (&last, Type::INT8),
+                    (&limit, Type::INT8),
+                ],
             )
             .await?;
-        let rows = conn.query(&stmt, &[&first, &last]).await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
