@@ -282,14 +282,12 @@ pub async fn create_client_account(
         .to_public_key_der()
         .map_err(|e| PkiError::Corrupt(e.to_string()))?;
     let issued = issue(
-        issuer.ca_cert,
-        issuer.ca_signer,
+        issuer,
         Profile::MtlsClient,
         &format!("CN={name}"),
         spki.as_bytes(),
         validity_days,
         "mtls-client",
-        &issuer.urls,
     )
     .await?;
     let key_pem = secret
@@ -434,15 +432,19 @@ async fn ensure_server_tls(
         ip_addresses,
     };
     let subject = format!("CN={}", cfg.tls.names[0]);
-    let issued = issue(
+    let issuer = Issuer {
         ca_cert,
         ca_signer,
+        audit,
+        urls: service::issuer_urls(cfg),
+    };
+    let issued = issue(
+        &issuer,
         profile,
         &subject,
         &key.public_key,
         cfg.tls.validity_days,
         "tls-server",
-        &service::issuer_urls(cfg),
     )
     .await?;
     let record = daemon_record(
@@ -470,14 +472,12 @@ async fn ensure_server_tls(
 
 /// Issues a certificate for `spki_der` under `profile` and returns it ready to be stored.
 async fn issue(
-    ca_cert: &Certificate,
-    ca_signer: &Arc<HsmSigner>,
+    issuer: &Issuer<'_>,
     profile: Profile,
     subject: &str,
     spki_der: &[u8],
     validity_days: u32,
     profile_name: &'static str,
-    urls: &IssuerUrls,
 ) -> Result<NewCertificate, PkiError> {
     let subject_name = signet_certs::parse_name(subject)?;
     let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)
@@ -486,9 +486,9 @@ async fn issue(
     let lifetime = Duration::from_secs(u64::from(validity_days) * 86_400);
     let validity = signet_certs::validity(not_before, lifetime)?;
     let serial = signet_certs::serial_from_random(random16()?);
-    let ca_cert = ca_cert.clone();
-    let signer = ca_signer.clone();
-    let urls = urls.clone();
+    let ca_cert = issuer.ca_cert.clone();
+    let signer = issuer.ca_signer.clone();
+    let urls = issuer.urls.clone();
     let cert = blocking(move || {
         signet_certs::issue(
             &ca_cert,
