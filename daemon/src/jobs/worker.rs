@@ -341,7 +341,9 @@ async fn lease_key(
 }
 
 /// Renews the batch claim and, once leased, the key lease, every third of the ttl. Cancels
-/// `lost` when either was lost: the worker must stop using the key.
+/// `lost` when either was lost — or when renewals kept failing (the database cannot be
+/// reached) until the next one might come after the lease expired: the worker must stop using
+/// the key before another process may lease it.
 async fn renew(
     inner: Arc<Inner>,
     holder: String,
@@ -352,26 +354,31 @@ async fn renew(
     lost: CancellationToken,
 ) {
     let every = ttl / 3;
+    // Measured from before the request that took or extended the lease: never later than
+    // the real expiry.
+    let mut valid_until = tokio::time::Instant::now() + ttl;
     loop {
         tokio::time::sleep(every).await;
+        let sent = tokio::time::Instant::now();
         let leased = *key.borrow();
-        if let Some(k) = leased {
-            match inner.store.renew_lease(k, &holder, ttl).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    lost.cancel();
-                    return;
-                }
-                Err(e) => tracing::warn!(error = %e, "jobs: cannot renew a key lease"),
-            }
-        }
-        match inner.store.renew_claim(batch, attempt, &holder, ttl).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let lease = match leased {
+            Some(k) => inner.store.renew_lease(k, &holder, ttl).await,
+            None => Ok(true),
+        };
+        let claim = inner.store.renew_claim(batch, attempt, &holder, ttl).await;
+        match (lease, claim) {
+            (Ok(true), Ok(true)) => valid_until = sent + ttl,
+            (Ok(false), _) | (_, Ok(false)) => {
                 lost.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "jobs: cannot renew a batch claim"),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "jobs: cannot renew a batch claim or key lease");
+                if tokio::time::Instant::now() + every >= valid_until {
+                    lost.cancel();
+                    return;
+                }
+            }
         }
     }
 }
