@@ -92,6 +92,27 @@ pub struct Record {
     pub result: String,
 }
 
+impl Record {
+    /// A successful operation by `actor`; the parameters and the output are committed to by
+    /// digest only.
+    pub fn ok(
+        actor: &Actor,
+        action: &str,
+        subject: String,
+        params: &serde_json::Value,
+        output: Option<&[u8]>,
+    ) -> Record {
+        Record {
+            actor: actor.clone(),
+            action: action.to_owned(),
+            subject,
+            params_digest: params_digest(params),
+            output_digest: output.map(digest),
+            result: "ok".to_owned(),
+        }
+    }
+}
+
 /// The proof of logging returned with every audited answer.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Receipt {

@@ -18,7 +18,7 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use time::OffsetDateTime;
 use x509_cert::Certificate;
 
-use crate::audit::{self, Actor, Audit, AuditError, Record};
+use crate::audit::{Actor, Audit, AuditError, Record};
 use crate::config::Config;
 use crate::crypto::{self, SignInput, SignatureScheme};
 use crate::hsm::{Hsm, HsmError, KeyAlgorithm, KeySlot};
@@ -235,17 +235,11 @@ fn daemon_record(
     params: serde_json::Value,
     output: Option<&[u8]>,
 ) -> Record {
-    Record {
-        actor: Actor {
-            fingerprint: String::new(),
-            account: "signetd".into(),
-        },
-        action: action.into(),
-        subject,
-        params_digest: audit::params_digest(&params),
-        output_digest: output.map(audit::digest),
-        result: "ok".into(),
-    }
+    let daemon = Actor {
+        fingerprint: String::new(),
+        account: "signetd".into(),
+    };
+    Record::ok(&daemon, action, subject, &params, output)
 }
 
 /// What issuing a certificate needs.

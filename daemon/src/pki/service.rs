@@ -22,7 +22,7 @@ use x509_cert::Certificate;
 pub use ocsp::{OcspAnswer, OcspOutcome};
 
 use super::HsmSigner;
-use crate::audit::{self, Actor, Audit, AuditError, Receipt, Record};
+use crate::audit::{Actor, Audit, AuditError, Receipt, Record};
 use crate::config::{self, Config};
 use crate::crypto;
 use crate::hsm::{Hsm, HsmError};
@@ -279,14 +279,7 @@ fn record(
     params: &serde_json::Value,
     output: Option<&[u8]>,
 ) -> Record {
-    Record {
-        actor: actor.clone(),
-        action: action.to_owned(),
-        subject,
-        params_digest: audit::params_digest(params),
-        output_digest: output.map(audit::digest),
-        result: "ok".into(),
-    }
+    Record::ok(actor, action, subject, params, output)
 }
 
 /// The URLs of the CRL and the OCSP responder that go into issued certificates: under

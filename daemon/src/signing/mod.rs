@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 pub use pool::{AcquireError, KeyGuard, RingPool};
 
-use crate::audit::{self, Actor, Audit, AuditError, Receipt, Record};
+use crate::audit::{Actor, Audit, AuditError, Receipt, Record};
 use crate::config;
 use crate::crypto::{self, SchemeError, SignInputBuf, SignatureScheme};
 use crate::hsm::{Hsm, HsmError, KeyAlgorithm};
@@ -194,14 +194,7 @@ pub fn record(
     params: &serde_json::Value,
     output: Option<&[u8]>,
 ) -> Record {
-    Record {
-        actor: actor.clone(),
-        action: action.to_owned(),
-        subject,
-        params_digest: audit::params_digest(params),
-        output_digest: output.map(audit::digest),
-        result: "ok".to_owned(),
-    }
+    Record::ok(actor, action, subject, params, output)
 }
 
 fn audit_err(e: AuditError) -> SigningError {
