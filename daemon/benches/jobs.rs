@@ -1,8 +1,8 @@
 //! Batch job benchmark (not a timed test): wall time to sign N records with a ring of K keys at
 //! several batch sizes, per algorithm, against a real daemon (release build), PostgreSQL with
-//! fsync on and SoftHSM2 — printed next to the raw token ceiling measured in the same run
-//! (`signetd hsm-bench`: C_Sign in a loop, one session per thread, no database, no
-//! verification).
+//! fsync on and SoftHSM2 — printed next to the raw token ceiling measured right before each run
+//! (`signetd hsm-bench`: C_Sign in a loop on session keys, one session per thread, no
+//! database, no verification), with the 1-minute load average.
 //!
 //!     cargo bench -p signetd --bench jobs -- [--records 100000] [--keys 100] \
 //!         [--batches 10,100,1000] [--algorithms ec-p256,rsa-2048] [--workers 4] [--size 256] \
@@ -82,7 +82,7 @@ fn ceiling(instance: &Instance, algorithms: &[String]) -> Vec<(String, f64, usiz
             "--sessions",
             &list,
             "--seconds",
-            "3",
+            "2",
             "--json",
         ],
         Duration::from_secs(600),
@@ -117,10 +117,6 @@ fn main() {
     let instance = Instance::new();
     // Production-like durability: every audit commit (and so every batch) is fsynced.
     sql(&instance, "ALTER SYSTEM SET fsync = on");
-    if std::env::var_os("BENCH_SLOW_LOG").is_some() {
-        sql(&instance, "ALTER SYSTEM SET log_min_duration_statement = 3");
-        eprintln!("postgres log: {}", instance.pg.log_path().display());
-    }
     sql(&instance, "SELECT pg_reload_conf()");
     jobs::configure(&instance, a.workers, 30);
     // The tests checkpoint the audit log every 20 entries; production defaults here.
@@ -141,7 +137,6 @@ fn main() {
     for alg in &a.algorithms {
         jobs::generate_ring(&instance, &format!("bench-{alg}"), alg, a.keys);
     }
-    let ceilings = ceiling(&instance, &a.algorithms);
     let daemon = instance.serve();
     eprintln!("daemon pid {}", daemon.child.id());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -155,13 +150,21 @@ fn main() {
             .map_or_else(|| "default (CPUs)".to_owned(), |n| n.to_string()),
     );
     println!(
-        "| algorithm | batch size | wall time | records/s | token ceiling (hsm-bench) | ceiling time | ratio |"
+        "| algorithm | batch size | wall time | records/s | token ceiling (hsm-bench) | ceiling time | ratio | load |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (alg, per_second, sessions) in &ceilings {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for alg in &a.algorithms {
         for batch in &a.batches {
             jobs::seed(&instance, a.records, a.size);
             sql(&instance, "VACUUM ANALYZE records");
+            // The ceiling right before each run, so both see the same machine (a shared
+            // machine's load changes from minute to minute).
+            let (_, per_second, sessions) =
+                ceiling(&instance, std::slice::from_ref(alg)).pop().unwrap();
+            let load = std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+                .unwrap_or_default();
             let id = jobs::start_job(&instance, &format!("bench-{alg}"), *batch);
             let state = jobs::wait_over(&instance, &id, Duration::from_secs(3600));
             assert_eq!(state, "done");
@@ -175,7 +178,7 @@ fn main() {
             .unwrap();
             let ceiling_time = a.records as f64 / per_second;
             println!(
-                "| {alg} | {batch} | {wall:.2} s | {:.0} | {per_second:.0}/s ({sessions} sessions) | {ceiling_time:.2} s | {:.2}× |",
+                "| {alg} | {batch} | {wall:.2} s | {:.0} | {per_second:.0}/s ({sessions} sessions) | {ceiling_time:.2} s | {:.2}× | {load} |",
                 a.records as f64 / wall,
                 wall / ceiling_time
             );
@@ -193,9 +196,6 @@ fn main() {
         if !line.contains("_bucket") {
             println!("    {line}");
         }
-    }
-    if std::env::var_os("BENCH_SLOW_LOG").is_some() {
-        std::fs::copy(instance.pg.log_path(), "/tmp/x/bench-postgres.log").unwrap();
     }
     drop(daemon);
 }

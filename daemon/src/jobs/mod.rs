@@ -321,16 +321,13 @@ impl Jobs {
             .filter(|s| (1..=max).contains(&i64::from(*s)))
             .ok_or_else(|| JobsError::Invalid(format!("batch_size must be 1..={max}")))?;
         let id = Uuid::new_v4();
-        let record = Record {
-            actor: actor.clone(),
-            action: "jobs.create".into(),
-            subject: format!("job:{id}"),
-            params_digest: crate::audit::params_digest(
-                &serde_json::json!({ "ring": ring, "batch_size": size }),
-            ),
-            output_digest: None,
-            result: "ok".into(),
-        };
+        let record = Record::ok(
+            actor,
+            "jobs.create",
+            format!("job:{id}"),
+            &serde_json::json!({ "ring": ring, "batch_size": size }),
+            None,
+        );
         let created = Arc::new(Mutex::new(None));
         let (slot, ring_name, by) = (created.clone(), ring.to_owned(), actor.account.clone());
         let receipt = self
@@ -357,14 +354,13 @@ impl Jobs {
 
     /// Cancels a running job: no batch of it commits afterwards. Audited.
     pub async fn cancel(&self, actor: &Actor, id: Uuid) -> Result<(JobView, Receipt), JobsError> {
-        let record = Record {
-            actor: actor.clone(),
-            action: "jobs.cancel".into(),
-            subject: format!("job:{id}"),
-            params_digest: crate::audit::params_digest(&serde_json::json!({})),
-            output_digest: None,
-            result: "ok".into(),
-        };
+        let record = Record::ok(
+            actor,
+            "jobs.cancel",
+            format!("job:{id}"),
+            &serde_json::json!({}),
+            None,
+        );
         let cancelled = Arc::new(Mutex::new(None));
         let slot = cancelled.clone();
         let receipt = self
