@@ -157,6 +157,7 @@ fn main() {
             &[KeyAlgorithm::EcP256],
             &[1, 2],
             Duration::from_secs_f64(args.seconds.min(3.0)),
+            false,
         )
         .unwrap();
         let one = ceiling[0].per_second;

@@ -79,7 +79,8 @@ pub enum Command {
     Jobs(JobsCommand),
 
     /// Measure the raw token ceiling: C_Sign throughput per algorithm with 1..N sessions, no
-    /// HTTP. Uses session keys that disappear afterwards.
+    /// HTTP, and the software verification every signature passes. Uses session keys that
+    /// disappear afterwards, or temporary token objects with `--token-keys`.
     HsmBench {
         /// Configured token to measure.
         #[arg(long, default_value = "signing")]
@@ -97,6 +98,10 @@ pub enum Command {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Sign with token objects, as the daemon's keys are (destroyed afterwards), instead of
+        /// session objects.
+        #[arg(long)]
+        token_keys: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,

@@ -12,12 +12,13 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
+
+use aws_lc_rs::signature::ParsedPublicKey;
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
-use signature::hazmat::PrehashVerifier as _;
 use spki::AlgorithmIdentifierOwned;
-use spki::DecodePublicKey as _;
 
 use crate::hsm::KeyAlgorithm;
 
@@ -197,6 +198,15 @@ impl HashAlg {
         AlgorithmIdentifierOwned {
             oid,
             parameters: Some(der::Any::null()),
+        }
+    }
+
+    /// The same hash in aws-lc.
+    fn aws_algorithm(self) -> &'static aws_lc_rs::digest::Algorithm {
+        match self {
+            HashAlg::Sha256 => &aws_lc_rs::digest::SHA256,
+            HashAlg::Sha384 => &aws_lc_rs::digest::SHA384,
+            HashAlg::Sha512 => &aws_lc_rs::digest::SHA512,
         }
     }
 
@@ -616,72 +626,94 @@ impl SignatureScheme {
     }
 
     /// Verifies `signature` (in the scheme's standard encoding) over `input` with the public
-    /// key `spki_der`, in software. Strict: RSA-PSS salt must be as long as the hash, ECDSA DER
-    /// must be canonical, Ed25519 uses `verify_strict`.
+    /// key `spki_der` (SubjectPublicKeyInfo DER), in software, parsing the key for this one
+    /// call. For many signatures by one key, [`VerifyingKey`] parses once.
     pub fn verify(
         self,
         spki_der: &[u8],
         input: SignInput<'_>,
         signature: &[u8],
     ) -> Result<(), CryptoError> {
-        let key_err = |e: &dyn fmt::Display| CryptoError::PublicKey(e.to_string());
         self.check_input(input)?;
+        let key = self.parse_public_key(spki_der)?;
+        self.verify_parsed(&key, input, signature)
+    }
+
+    /// The aws-lc verification algorithm of the scheme. RSA: moduli of 2,048 to 8,192 bits;
+    /// PSS with MGF1 over the same hash and a salt exactly as long as the digest. ECDSA: a
+    /// canonical DER `Ecdsa-Sig-Value`; a digest longer than the group order is cut to its
+    /// leftmost bits (FIPS 186-5), as the token does.
+    fn aws_algorithm(self) -> &'static dyn aws_lc_rs::signature::VerificationAlgorithm {
+        use aws_lc_rs::signature as s;
         match self {
-            SignatureScheme::RsaPkcs1(h) | SignatureScheme::RsaPss(h) => {
-                let key = rsa_010::RsaPublicKey::from_public_key_der(spki_der)
-                    .map_err(|e| key_err(&e))?;
-                let digest = self.digest_of(h, input)?;
-                // The digest is computed already: the rsa crate checks the padding around it.
-                // PSS: the salt must be exactly as long as the digest.
-                use rsa_010::{Pkcs1v15Sign, Pss};
-                use sha2::{Sha256, Sha384, Sha512};
-                let result = match (self, h) {
-                    (SignatureScheme::RsaPss(_), HashAlg::Sha256) => {
-                        key.verify(Pss::<Sha256>::new_with_salt(32), &digest, signature)
-                    }
-                    (SignatureScheme::RsaPss(_), HashAlg::Sha384) => {
-                        key.verify(Pss::<Sha384>::new_with_salt(48), &digest, signature)
-                    }
-                    (SignatureScheme::RsaPss(_), HashAlg::Sha512) => {
-                        key.verify(Pss::<Sha512>::new_with_salt(64), &digest, signature)
-                    }
-                    (_, HashAlg::Sha256) => {
-                        key.verify(Pkcs1v15Sign::new::<Sha256>(), &digest, signature)
-                    }
-                    (_, HashAlg::Sha384) => {
-                        key.verify(Pkcs1v15Sign::new::<Sha384>(), &digest, signature)
-                    }
-                    (_, HashAlg::Sha512) => {
-                        key.verify(Pkcs1v15Sign::new::<Sha512>(), &digest, signature)
-                    }
-                };
-                result.map_err(|_| CryptoError::BadSignature)
-            }
-            SignatureScheme::Ecdsa(EcCurve::P256, h) => {
-                let key = p256::ecdsa::VerifyingKey::from_public_key_der(spki_der)
-                    .map_err(|e| key_err(&e))?;
-                let sig = p256::ecdsa::Signature::from_der(signature)
-                    .map_err(|_| CryptoError::BadSignature)?;
-                key.verify_prehash(&self.digest_of(h, input)?, &sig)
-                    .map_err(|_| CryptoError::BadSignature)
-            }
-            SignatureScheme::Ecdsa(EcCurve::P384, h) => {
-                let key = p384::ecdsa::VerifyingKey::from_public_key_der(spki_der)
-                    .map_err(|e| key_err(&e))?;
-                let sig = p384::ecdsa::Signature::from_der(signature)
-                    .map_err(|_| CryptoError::BadSignature)?;
-                key.verify_prehash(&self.digest_of(h, input)?, &sig)
-                    .map_err(|_| CryptoError::BadSignature)
-            }
-            SignatureScheme::Ed25519 => {
-                let key = ed25519_dalek::VerifyingKey::from_public_key_der(spki_der)
-                    .map_err(|e| key_err(&e))?;
-                let sig = ed25519_dalek::Signature::from_slice(signature)
-                    .map_err(|_| CryptoError::BadSignature)?;
-                key.verify_strict(input.bytes(), &sig)
-                    .map_err(|_| CryptoError::BadSignature)
-            }
+            SignatureScheme::RsaPkcs1(HashAlg::Sha256) => &s::RSA_PKCS1_2048_8192_SHA256,
+            SignatureScheme::RsaPkcs1(HashAlg::Sha384) => &s::RSA_PKCS1_2048_8192_SHA384,
+            SignatureScheme::RsaPkcs1(HashAlg::Sha512) => &s::RSA_PKCS1_2048_8192_SHA512,
+            SignatureScheme::RsaPss(HashAlg::Sha256) => &s::RSA_PSS_2048_8192_SHA256,
+            SignatureScheme::RsaPss(HashAlg::Sha384) => &s::RSA_PSS_2048_8192_SHA384,
+            SignatureScheme::RsaPss(HashAlg::Sha512) => &s::RSA_PSS_2048_8192_SHA512,
+            SignatureScheme::Ecdsa(EcCurve::P256, HashAlg::Sha256) => &s::ECDSA_P256_SHA256_ASN1,
+            SignatureScheme::Ecdsa(EcCurve::P256, HashAlg::Sha384) => &s::ECDSA_P256_SHA384_ASN1,
+            SignatureScheme::Ecdsa(EcCurve::P256, HashAlg::Sha512) => &s::ECDSA_P256_SHA512_ASN1,
+            SignatureScheme::Ecdsa(EcCurve::P384, HashAlg::Sha256) => &s::ECDSA_P384_SHA256_ASN1,
+            SignatureScheme::Ecdsa(EcCurve::P384, HashAlg::Sha384) => &s::ECDSA_P384_SHA384_ASN1,
+            SignatureScheme::Ecdsa(EcCurve::P384, HashAlg::Sha512) => &s::ECDSA_P384_SHA512_ASN1,
+            SignatureScheme::Ed25519 => &s::ED25519,
         }
+    }
+
+    /// Parses `spki_der` as a public key of this scheme's key type.
+    fn parse_public_key(self, spki_der: &[u8]) -> Result<ParsedPublicKey, CryptoError> {
+        // aws-lc also takes bare encodings (a SEC1 point, a PKCS#1 RSAPublicKey, 32 raw Ed25519
+        // bytes); keys here are always SubjectPublicKeyInfo, so check the outer structure and
+        // the key's algorithm first.
+        let info = spki::SubjectPublicKeyInfoRef::try_from(spki_der)
+            .map_err(|e| CryptoError::PublicKey(e.to_string()))?;
+        let oid = info.algorithm.oid;
+        let fits = match self {
+            SignatureScheme::RsaPkcs1(_) | SignatureScheme::RsaPss(_) => {
+                oid == const_oid::db::rfc5912::RSA_ENCRYPTION
+            }
+            SignatureScheme::Ecdsa(curve, _) => {
+                let named = info
+                    .algorithm
+                    .parameters
+                    .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok());
+                oid == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY
+                    && named
+                        == Some(match curve {
+                            EcCurve::P256 => const_oid::db::rfc5912::SECP_256_R_1,
+                            EcCurve::P384 => const_oid::db::rfc5912::SECP_384_R_1,
+                        })
+            }
+            SignatureScheme::Ed25519 => oid == const_oid::db::rfc8410::ID_ED_25519,
+        };
+        if !fits {
+            return Err(CryptoError::PublicKey(format!(
+                "the public key ({oid}) is not a key for {self}"
+            )));
+        }
+        ParsedPublicKey::new(self.aws_algorithm(), spki_der)
+            .map_err(|e| CryptoError::PublicKey(e.to_string()))
+    }
+
+    /// Verifies with a key parsed for this scheme (the input was checked by the caller).
+    fn verify_parsed(
+        self,
+        key: &ParsedPublicKey,
+        input: SignInput<'_>,
+        signature: &[u8],
+    ) -> Result<(), CryptoError> {
+        let verified = match (self.hash(), input) {
+            (Some(h), SignInput::Digest(d)) => {
+                h.check_digest(d)?;
+                aws_lc_rs::digest::Digest::import_less_safe(d, h.aws_algorithm())
+                    .and_then(|digest| key.verify_digest_sig(&digest, signature))
+            }
+            (_, SignInput::Message(m)) => key.verify_sig(m, signature),
+            (None, SignInput::Digest(_)) => return Err(SchemeError::Ed25519NeedsMessage.into()),
+        };
+        verified.map_err(|_| CryptoError::BadSignature)
     }
 
     /// The X.509/CMS AlgorithmIdentifier of signatures under this scheme: `ecdsa-with-SHA*`
@@ -740,6 +772,59 @@ struct RsaPssParams {
     mask_gen: AlgorithmIdentifierOwned,
     #[asn1(context_specific = "2", tag_mode = "EXPLICIT")]
     salt_len: u8,
+}
+
+/// A public key kept for verifying many signatures, as each key slot does (invariant 8): its
+/// SubjectPublicKeyInfo DER, and the key parsed by aws-lc once per scheme, on first use.
+pub struct VerifyingKey {
+    spki_der: Vec<u8>,
+    parsed: [OnceLock<Result<ParsedPublicKey, String>>; SignatureScheme::ALL.len()],
+}
+
+impl VerifyingKey {
+    /// Keeps `spki_der`; parsing waits for the first verification under each scheme.
+    pub fn new(spki_der: Vec<u8>) -> Self {
+        VerifyingKey {
+            spki_der,
+            parsed: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// The SubjectPublicKeyInfo DER.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    /// [`SignatureScheme::verify`] with this key, parsed once per scheme.
+    pub fn verify(
+        &self,
+        scheme: SignatureScheme,
+        input: SignInput<'_>,
+        signature: &[u8],
+    ) -> Result<(), CryptoError> {
+        scheme.check_input(input)?;
+        let index = SignatureScheme::ALL
+            .iter()
+            .position(|s| *s == scheme)
+            .ok_or_else(|| CryptoError::PublicKey(format!("no verifier for {scheme}")))?;
+        let parsed = self.parsed[index].get_or_init(|| {
+            scheme
+                .parse_public_key(&self.spki_der)
+                .map_err(|e| e.to_string())
+        });
+        match parsed {
+            Ok(key) => scheme.verify_parsed(key, input, signature),
+            Err(reason) => Err(CryptoError::PublicKey(reason.clone())),
+        }
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("spki_sha256", &sha256_hex(&self.spki_der))
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Display for SignatureScheme {
@@ -1043,6 +1128,92 @@ mod tests {
                 Err(CryptoError::PublicKey(_))
             ));
         }
+        Ok(())
+    }
+
+    #[test]
+    fn verifying_key_parses_once_and_stays_strict() -> Result<(), Box<dyn std::error::Error>> {
+        let key = p256::ecdsa::SigningKey::from_slice(&[9u8; 32])?;
+        let spki = key.verifying_key().to_public_key_der()?;
+        let verifier = VerifyingKey::new(spki.as_bytes().to_vec());
+        let scheme = SignatureScheme::Ecdsa(EcCurve::P256, Sha256);
+        let (_, input) = scheme.prepare(SignInput::Message(b"record"))?;
+        let sig: p256::ecdsa::Signature = key.sign_prehash(&input)?;
+        let der = scheme.finish(&sig.to_bytes())?;
+        for _ in 0..2 {
+            verifier.verify(scheme, SignInput::Message(b"record"), &der)?;
+            verifier.verify(scheme, SignInput::Digest(&input), &der)?;
+        }
+        assert!(
+            verifier
+                .verify(scheme, SignInput::Message(b"recorD"), &der)
+                .is_err()
+        );
+        // A digest of the wrong length is a scheme error, not a bad signature.
+        assert!(matches!(
+            verifier.verify(scheme, SignInput::Digest(&input[..31]), &der),
+            Err(CryptoError::Scheme(SchemeError::DigestLength { .. }))
+        ));
+        // BER is not DER: r with a needless leading zero byte is refused.
+        let (r, s) = (sig.r().to_bytes(), sig.s().to_bytes());
+        let mut ber = vec![0x30, 0, 0x02, 34, 0, 0];
+        ber.extend_from_slice(&r);
+        ber.extend_from_slice(&[0x02, 33, 0]);
+        ber.extend_from_slice(&s);
+        ber[1] = u8::try_from(ber.len() - 2)?;
+        assert!(
+            verifier
+                .verify(scheme, SignInput::Message(b"record"), &ber)
+                .is_err()
+        );
+        // Another key type's schemes and a key that is no SubjectPublicKeyInfo are refused.
+        assert!(matches!(
+            verifier.verify(
+                SignatureScheme::Ed25519,
+                SignInput::Message(b"record"),
+                &der
+            ),
+            Err(CryptoError::PublicKey(_))
+        ));
+        assert!(matches!(
+            VerifyingKey::new(key.verifying_key().to_sec1_bytes().to_vec()).verify(
+                scheme,
+                SignInput::Message(b"record"),
+                &der
+            ),
+            Err(CryptoError::PublicKey(_))
+        ));
+
+        // Ed25519: the message only.
+        let ed = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        let ed_spki =
+            ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_der(&ed.verifying_key())?;
+        let ed_verifier = VerifyingKey::new(ed_spki.as_bytes().to_vec());
+        let ed_sig = ed25519_dalek::Signer::sign(&ed, b"record").to_bytes();
+        ed_verifier.verify(
+            SignatureScheme::Ed25519,
+            SignInput::Message(b"record"),
+            &ed_sig,
+        )?;
+        assert!(matches!(
+            ed_verifier.verify(
+                SignatureScheme::Ed25519,
+                SignInput::Digest(&[0; 32]),
+                &ed_sig
+            ),
+            Err(CryptoError::Scheme(SchemeError::Ed25519NeedsMessage))
+        ));
+        let mut bad = ed_sig;
+        bad[63] ^= 0x10;
+        assert!(
+            ed_verifier
+                .verify(
+                    SignatureScheme::Ed25519,
+                    SignInput::Message(b"record"),
+                    &bad
+                )
+                .is_err()
+        );
         Ok(())
     }
 }

@@ -56,8 +56,17 @@ fn main() -> anyhow::Result<()> {
             sessions,
             algorithms,
             seconds,
+            token_keys,
             json,
-        } => run_bench(&config, &token, &sessions, &algorithms, seconds, json),
+        } => run_bench(
+            &config,
+            &token,
+            &sessions,
+            &algorithms,
+            seconds,
+            token_keys,
+            json,
+        ),
         Command::Audit(AuditCommand::Verify) => runtime.block_on(run_audit_verify(config)),
         Command::Account(AccountCommand::Create {
             name,
@@ -252,26 +261,29 @@ fn run_bench(
     sessions: &[usize],
     algorithms: &[hsm::KeyAlgorithm],
     seconds: f64,
+    token_keys: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let metrics = app::new_metrics()?;
     let hsm = app::open_hsm(config, &metrics)?;
     let duration = Duration::from_secs_f64(seconds.clamp(0.1, 600.0));
-    let results = hsm::bench::run(&hsm, token, algorithms, sessions, duration)?;
+    let results = hsm::bench::run(&hsm, token, algorithms, sessions, duration, token_keys)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         println!(
-            "{:<10} {:>8} {:>12} {:>10}",
-            "algorithm", "sessions", "signatures", "sign/s"
+            "{:<10} {:>8} {:>7} {:>12} {:>10} {:>20}",
+            "algorithm", "sessions", "keys", "signatures", "sign/s", "verify/s (1 thread)"
         );
         for r in &results {
             println!(
-                "{:<10} {:>8} {:>12} {:>10.0}",
+                "{:<10} {:>8} {:>7} {:>12} {:>10.0} {:>20.0}",
                 r.algorithm.as_str(),
                 r.sessions,
+                if r.token_keys { "token" } else { "session" },
                 r.signatures,
-                r.per_second
+                r.per_second,
+                r.verify_per_second
             );
         }
     }

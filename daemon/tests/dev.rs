@@ -1,6 +1,7 @@
 //! `signetd dev` on a new directory serves within 30 s; the curl line it prints works as
 //! printed; `. DIR/env` and the same curl with the variables works; a second run reuses DIR.
-//! `signetd hsm-bench` prints the token ceiling for 1 and 2 sessions.
+//! `signetd hsm-bench` prints the token ceiling for 1 and 2 sessions and the verification
+//! rate; with `--token-keys` it removes its keys afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -9,6 +10,20 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// Every file under `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
 
 struct Dev {
     child: std::process::Child,
@@ -150,10 +165,40 @@ fn dev_serves_quickly_and_its_printed_lines_work() {
                             cols.first() == Some(&alg) && cols.get(1) == Some(&sessions)
                         })
                         .unwrap_or_else(|| panic!("no {alg}/{sessions} row: {bench}"));
-                    let rate: f64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+                    let cols: Vec<&str> = row.split_whitespace().collect();
+                    assert_eq!(cols[2], "session", "{row}");
+                    let rate: f64 = cols[4].parse().unwrap();
                     assert!(rate > 0.0, "{row}");
+                    let verify: f64 = cols[5].parse().unwrap();
+                    assert!(verify > 0.0, "{row}");
                 }
             }
+            // With token objects, as the daemon's keys are: measured, then removed again.
+            let objects = || {
+                walk_files(&dir.join("softhsm"))
+                    .into_iter()
+                    .filter(|p| p.extension().is_some_and(|e| e == "object"))
+                    .count()
+            };
+            let before = objects();
+            let bench = sh(&format!(
+                ". {}/env && {} hsm-bench --seconds 0.3 --sessions 2 --algorithms ec-p256 --token-keys",
+                support::s(&dir),
+                env!("CARGO_BIN_EXE_signetd")
+            ));
+            let row = bench
+                .lines()
+                .find(|l| l.starts_with("ec-p256"))
+                .unwrap_or_else(|| panic!("no ec-p256 row: {bench}"));
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(cols[..3], ["ec-p256", "2", "token"], "{row}");
+            assert!(cols[4].parse::<f64>().unwrap() > 0.0, "{row}");
+            assert!(before > 0);
+            assert_eq!(
+                objects(),
+                before,
+                "hsm-bench --token-keys left objects behind"
+            );
         }
         dev.stop();
     }

@@ -394,7 +394,12 @@ fn check_one(
 
     // One flipped signature byte (the last: s of ECDSA, the low end of RSA), and one flipped
     // byte of the data: OpenSSL must refuse both.
-    let bad_sig = write(dir, &format!("{stem}.badsig"), &flip(&sig, sig.len() - 1));
+    let flipped_sig = flip(&sig, sig.len() - 1);
+    assert!(
+        scheme.verify(spki, input.as_input(), &flipped_sig).is_err(),
+        "{what}: the daemon's verifier took a flipped signature"
+    );
+    let bad_sig = write(dir, &format!("{stem}.badsig"), &flipped_sig);
     let (ok, out) = openssl_verify(scheme, kind, pem, &data_path, &bad_sig);
     assert!(
         !ok && !verified(&out),

@@ -1,5 +1,7 @@
 //! hsm::bench: the raw token ceiling — C_Sign throughput per algorithm with 1..N sessions, no
-//! HTTP, no database. Every later benchmark is reported as a ratio to these figures.
+//! HTTP, no database. Every later benchmark is reported as a ratio to these figures. Also
+//! measures, apart, what the daemon adds to every signature on its own CPU: the software
+//! verification before release (invariant 8).
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -22,26 +24,49 @@ pub struct BenchResult {
     pub seconds: f64,
     /// Signatures per second.
     pub per_second: f64,
+    /// Whether the keys were token objects (like the daemon's keys) or session objects.
+    pub token_keys: bool,
+    /// Software verifications per second on one thread with the daemon's verifier, measured
+    /// after the signing (not at the same time).
+    pub verify_per_second: f64,
 }
 
 /// Measures C_Sign throughput on `token` for each algorithm and session count. Each thread
-/// opens its own session and generates its own session key (`CKA_TOKEN=false`, gone when the
-/// session closes), then signs a 32-byte digest (ECDSA, RSA PKCS#1 v1.5 DigestInfo) or a
-/// 32-byte message (Ed25519) in a loop for `duration`.
+/// opens its own session and generates its own key, then signs a 32-byte digest (ECDSA, RSA
+/// PKCS#1 v1.5 DigestInfo) or a 32-byte message (Ed25519) in a loop for `duration`. Session
+/// keys (`CKA_TOKEN=false`) vanish with their session; with `token_keys` the keys are token
+/// objects, as the daemon's are (a token may do more work per signature for those: SoftHSM2
+/// checks its object store), and are destroyed afterwards.
 pub fn run(
     hsm: &Hsm,
     token: &str,
     algorithms: &[KeyAlgorithm],
     sessions: &[usize],
     duration: Duration,
+    token_keys: bool,
 ) -> Result<Vec<BenchResult>, HsmError> {
     let mut results = Vec::new();
     for &algorithm in algorithms {
         for &n in sessions {
-            results.push(measure(hsm, token, algorithm, n.max(1), duration)?);
+            results.push(measure(
+                hsm,
+                token,
+                algorithm,
+                n.max(1),
+                duration,
+                token_keys,
+            )?);
         }
     }
     Ok(results)
+}
+
+/// What one signing thread leaves behind: its count, and its key's public key and last
+/// signature for the verification measurement.
+struct Signed {
+    count: u64,
+    spki: Vec<u8>,
+    signature: Vec<u8>,
 }
 
 fn measure(
@@ -50,6 +75,7 @@ fn measure(
     algorithm: KeyAlgorithm,
     sessions: usize,
     duration: Duration,
+    token_keys: bool,
 ) -> Result<BenchResult, HsmError> {
     let token = hsm.token(token_name)?.clone();
     let barrier = Arc::new(Barrier::new(sessions + 1));
@@ -58,19 +84,20 @@ fn measure(
         let token = token.clone();
         let ctx = hsm.context().clone();
         let barrier = barrier.clone();
-        workers.push(std::thread::spawn(move || -> Result<u64, HsmError> {
-            let session = token.open_session(&ctx, false);
+        workers.push(std::thread::spawn(move || -> Result<Signed, HsmError> {
+            let session = token.open_session(&ctx, token_keys);
             let prepared = session.and_then(|session| {
-                let label = format!("signetd-bench-{i}");
-                let (mechanism, public, private) = algorithm.templates(&label, &[i as u8], false);
+                let label = format!("signetd-bench-{}-{i}", std::process::id());
+                let (mechanism, public, private) =
+                    algorithm.templates(&label, &[i as u8], token_keys);
                 session
                     .generate_key_pair(&mechanism, &public, &private)
-                    .map(|(_, key)| (session, key))
+                    .map(|(public, key)| (session, public, key))
                     .map_err(|e| error::map(e, &token.label))
             });
             // Everyone waits at the barrier, even after a failure, so nobody deadlocks.
             barrier.wait();
-            let (session, key) = prepared?;
+            let (session, public, key) = prepared?;
             // What the daemon itself would ask the token for: a SHA-256 digest for ECDSA and
             // RSA PKCS#1 v1.5 (as DigestInfo), a 32-byte message for Ed25519.
             let digest = HashAlg::Sha256.digest(b"signetd hsm-bench");
@@ -85,22 +112,46 @@ fn measure(
             let mechanism = super::cryptoki_mechanism(mechanism);
             let deadline = Instant::now() + duration;
             let mut count = 0u64;
-            while Instant::now() < deadline {
-                session
-                    .sign(&mechanism, key, &input)
-                    .map_err(|e| error::map(e, &token.label))?;
+            let mut signature = Vec::new();
+            let signed = loop {
+                if Instant::now() >= deadline {
+                    break Ok(());
+                }
+                match session.sign(&mechanism, key, &input) {
+                    Ok(s) => signature = s,
+                    Err(e) => break Err(error::map(e, &token.label)),
+                }
                 count += 1;
+            };
+            let attributes = session
+                .get_attributes(public, algorithm.public_attributes())
+                .map_err(|e| error::map(e, &token.label));
+            if token_keys {
+                // Token objects outlive the session: remove them whatever happened.
+                let _ = session.destroy_object(key);
+                let _ = session.destroy_object(public);
             }
-            Ok(count)
+            signed?;
+            Ok(Signed {
+                count,
+                spki: algorithm.spki_from_attributes(&attributes?)?,
+                signature: scheme
+                    .finish(&signature)
+                    .map_err(|e| HsmError::Rejected(e.to_string()))?,
+            })
         }));
     }
     barrier.wait();
     let start = Instant::now();
     let mut total = 0;
     let mut first_error = None;
+    let mut sample = None;
     for w in workers {
         match w.join() {
-            Ok(Ok(n)) => total += n,
+            Ok(Ok(signed)) => {
+                total += signed.count;
+                sample = Some(signed);
+            }
             Ok(Err(e)) => first_error = first_error.or(Some(e)),
             Err(_) => {
                 first_error = first_error.or(Some(HsmError::Worker("bench thread panicked".into())))
@@ -111,11 +162,45 @@ fn measure(
     if let Some(e) = first_error {
         return Err(e);
     }
+    let verify_per_second = match sample {
+        Some(signed) => measure_verify(algorithm, &signed, duration.min(Duration::from_secs(1)))?,
+        None => 0.0,
+    };
     Ok(BenchResult {
         algorithm,
         sessions,
         signatures: total,
         seconds,
         per_second: total as f64 / seconds,
+        token_keys,
+        verify_per_second,
     })
+}
+
+/// Verifications per second of one token signature on this thread, as the daemon verifies
+/// (the key parsed once; the message hashed each time, as a record's data is).
+fn measure_verify(
+    algorithm: KeyAlgorithm,
+    signed: &Signed,
+    duration: Duration,
+) -> Result<f64, HsmError> {
+    let scheme = algorithm
+        .default_scheme()
+        .ok_or_else(|| HsmError::Rejected(format!("no scheme for {algorithm}")))?;
+    let verifier = crate::crypto::VerifyingKey::new(signed.spki.clone());
+    let digest = HashAlg::Sha256.digest(b"signetd hsm-bench");
+    // The token signed the digest of this message (Ed25519: the digest itself, as a message).
+    let input = match scheme {
+        SignatureScheme::Ed25519 => SignInput::Message(&digest),
+        _ => SignInput::Message(b"signetd hsm-bench"),
+    };
+    let start = Instant::now();
+    let mut count = 0u64;
+    while start.elapsed() < duration {
+        verifier
+            .verify(scheme, input, &signed.signature)
+            .map_err(|e| HsmError::Rejected(e.to_string()))?;
+        count += 1;
+    }
+    Ok(count as f64 / start.elapsed().as_secs_f64())
 }

@@ -93,13 +93,15 @@ pub(super) async fn run(store: &Store, id: Uuid) -> Result<VerifyReport, JobsErr
                     problems.push(format!("{subject}: key {} cannot sign", key.label));
                     return (problems, Vec::new());
                 };
+                // Parsed once for the whole batch.
+                let verifier = crate::crypto::VerifyingKey::new(key.public_key.clone());
                 let mut hashes = Vec::with_capacity(signed.len());
                 for (i, (s, data)) in signed.iter().enumerate() {
                     if s.leaf_index as usize != i {
                         problems.push(format!("{subject}: leaf {i} has index {}", s.leaf_index));
                     }
-                    if scheme
-                        .verify(&key.public_key, SignInput::Message(data), &s.signature)
+                    if verifier
+                        .verify(scheme, SignInput::Message(data), &s.signature)
                         .is_err()
                     {
                         problems.push(format!(

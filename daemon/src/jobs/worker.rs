@@ -27,6 +27,9 @@ const BUSY_POLL: Duration = Duration::from_millis(500);
 /// Records read at once: a worker holds at most this many records' data
 /// (`jobs.max_record_bytes` each) while it signs.
 const PAGE: i64 = 256;
+/// Records signed per hand-off to a blocking thread: enough to make the hand-off's cost
+/// vanish, few enough that an HSM permit is never held for long (P-256: ~3 ms; RSA-4096: ~0.3 s).
+const SIGN_CHUNK: usize = 32;
 
 /// One worker: claims and signs batches until the service drains.
 pub(super) async fn run(inner: Arc<Inner>, index: usize) {
@@ -189,28 +192,36 @@ async fn attempt(
     let mut signatures = Vec::with_capacity(page.len());
     loop {
         let full = page.len() as i64 == PAGE;
-        for (id, data) in std::mem::take(&mut page) {
-            if lost.is_cancelled() {
+        let mut records = std::mem::take(&mut page).into_iter().peekable();
+        while records.peek().is_some() {
+            // Each record on its own, a chunk per hand-off to the token thread; the HSM layer
+            // verifies every signature before returning it.
+            let (chunk_ids, inputs): (Vec<i64>, Vec<SignInputBuf>) = records
+                .by_ref()
+                .take(SIGN_CHUNK)
+                .map(|(id, data)| (id, SignInputBuf::Message(data)))
+                .unzip();
+            let made = inner
+                .hsm
+                .sign_each(&slot, scheme, inputs, lost.clone())
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        "error",
+                        holding(signatures.len() as i64),
+                        format!("signing records from {}: {e}", chunk_ids[0]),
+                    )
+                })?;
+            let complete = made.len() == chunk_ids.len();
+            ids.extend(chunk_ids.into_iter().take(made.len()));
+            signatures.extend(made);
+            if !complete || lost.is_cancelled() {
                 return Err(Failure::new(
                     "lost",
                     holding(signatures.len() as i64),
                     "batch claim or key lease lost while signing",
                 ));
             }
-            // Each record on its own; the HSM layer verifies the signature before returning it.
-            let signature = inner
-                .hsm
-                .sign(&slot, scheme, SignInputBuf::Message(data))
-                .await
-                .map_err(|e| {
-                    Failure::new(
-                        "error",
-                        holding(signatures.len() as i64),
-                        format!("signing record {id}: {e}"),
-                    )
-                })?;
-            ids.push(id);
-            signatures.push(signature);
         }
         let Some(&after) = ids.last().filter(|_| full) else {
             break;
