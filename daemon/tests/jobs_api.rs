@@ -519,4 +519,65 @@ fn records_jobs_and_proofs_through_the_api() {
     );
     assert!(out.is_err(), "a second signature was accepted");
     drop(daemon);
+
+    // The audit writer finishes batches without a client-side savepoint: a refusal must undo
+    // everything of its batch inside `jobs_try_finish_batch` and come back as a value. Set a
+    // batch up as claimed by "test" with a key leased, then finish it with a record signed
+    // already (invariant 6) and with a claim that is not the caller's.
+    let batch = sql_i64(
+        &instance,
+        &format!("SELECT id FROM batches WHERE job_id = '{id3}' ORDER BY seq LIMIT 1"),
+    );
+    let first = sql_i64(
+        &instance,
+        &format!("SELECT first_record FROM batches WHERE id = {batch}"),
+    );
+    let key = sql(
+        &instance,
+        "SELECT k.id FROM keys k WHERE k.ring = 'docs' \
+         AND NOT EXISTS (SELECT 1 FROM key_leases l WHERE l.key_id = k.id) LIMIT 1",
+    );
+    sql(
+        &instance,
+        &format!(
+            "UPDATE jobs SET state = 'running', finished_at = NULL WHERE id = '{id3}'; \
+             UPDATE batches SET state = 'claimed', holder = 'test', attempts = 7, \
+                 claim_expires_at = now() + interval '1 hour' WHERE id = {batch}; \
+             INSERT INTO key_leases (key_id, holder, expires_at) \
+                 VALUES ('{key}', 'test', now() + interval '1 hour')"
+        ),
+    );
+    let finish = |holder: &str| {
+        sql(
+            &instance,
+            &format!(
+                "SELECT jobs_try_finish_batch({batch}, '{holder}', 7, '{key}', \
+                 ARRAY[{first}::bigint], ARRAY['\\x01'::bytea], decode(repeat('00', 32), 'hex'))"
+            ),
+        )
+    };
+    let state = || {
+        sql(
+            &instance,
+            &format!(
+                "SELECT b.state || ' ' || (SELECT count(*) FROM key_leases WHERE holder = 'test') \
+                 || ' ' || (SELECT count(*) FROM signatures) || ' ' || j.state \
+                 FROM batches b JOIN jobs j ON j.id = b.job_id WHERE b.id = {batch}"
+            ),
+        )
+    };
+    let refused = finish("test");
+    assert!(refused.starts_with("23505 "), "{refused}");
+    assert_eq!(
+        state(),
+        "claimed 1 5203 running",
+        "a refused batch left changes"
+    );
+    let refused = finish("someone-else");
+    assert!(refused.starts_with("SJ001 "), "{refused}");
+    assert_eq!(
+        state(),
+        "claimed 1 5203 running",
+        "a refused batch left changes"
+    );
 }

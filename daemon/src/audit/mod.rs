@@ -134,8 +134,20 @@ pub type Mutation = Box<
 
 struct Job {
     record: Record,
-    mutation: Option<Mutation>,
+    mutation: Option<(Mutation, Guard)>,
     reply: oneshot::Sender<Result<Receipt, AuditError>>,
+}
+
+/// How the writer keeps a failing mutation from spoiling the rest of its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// A client-side `SAVEPOINT` before and `RELEASE` (or `ROLLBACK TO`) after: two more round
+    /// trips, for any mutation.
+    Savepoint,
+    /// None needed: the mutation undoes its own changes when it fails (a server-side exception
+    /// block) and reports such a failure as [`StoreError::Conflict`]. Any other error aborts the
+    /// writer's transaction.
+    Contained,
 }
 
 /// SHA-256 of the canonical JSON of `params` (keys sorted, no whitespace): the parameters are
@@ -222,6 +234,20 @@ impl Audit {
         self.submit(record, None).await
     }
 
+    /// [`Audit::append_with`] for a mutation that contains its own failures: it runs in one
+    /// server-side subtransaction (a PL/pgSQL exception block), so that a refusal undoes only
+    /// its own changes, and it reports that refusal as [`StoreError::Conflict`]. The writer then
+    /// spares the two round trips of a savepoint; any other error from the mutation fails the
+    /// whole commit (every caller in it gets [`AuditError::Unavailable`]).
+    pub async fn append_with_contained(
+        &self,
+        record: Record,
+        mutation: Mutation,
+    ) -> Result<Receipt, AuditError> {
+        self.submit(record, Some((mutation, Guard::Contained)))
+            .await
+    }
+
     /// Runs `mutation` and appends `record` in one transaction: both are committed, or
     /// neither is. If the mutation fails, its failure is logged instead and returned.
     pub async fn append_with(
@@ -229,13 +255,14 @@ impl Audit {
         record: Record,
         mutation: Mutation,
     ) -> Result<Receipt, AuditError> {
-        self.submit(record, Some(mutation)).await
+        self.submit(record, Some((mutation, Guard::Savepoint)))
+            .await
     }
 
     async fn submit(
         &self,
         record: Record,
-        mutation: Option<Mutation>,
+        mutation: Option<(Mutation, Guard)>,
     ) -> Result<Receipt, AuditError> {
         // Refuse what cannot be encoded before it reaches the writer.
         probe_entry(&record)

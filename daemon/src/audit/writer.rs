@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use signet_merkle::{Checkpoint, Frontier, Hash, NoteSignature, SignedNote};
 use tokio::sync::{mpsc, watch};
 
-use super::{AuditError, Job, Receipt, entry_from};
+use super::{AuditError, Guard, Job, Receipt, entry_from};
 use crate::config;
 use crate::crypto::SignatureScheme;
 use crate::hsm::{Hsm, KeySlot};
@@ -143,24 +143,36 @@ impl Writer {
             let mut nodes = Vec::new();
             for (mut record, mutation) in jobs {
                 let mut failure = None;
-                if let Some(mutation) = mutation {
-                    tx.batch_execute("SAVEPOINT op")
-                        .await
-                        .map_err(StoreError::from)?;
-                    match mutation(&tx).await {
-                        Ok(()) => tx
-                            .batch_execute("RELEASE SAVEPOINT op")
+                match mutation {
+                    None => {}
+                    Some((mutation, Guard::Savepoint)) => {
+                        tx.batch_execute("SAVEPOINT op")
                             .await
-                            .map_err(StoreError::from)?,
-                        Err(e) => {
-                            // A broken connection also fails here, which aborts the batch.
-                            tx.batch_execute("ROLLBACK TO SAVEPOINT op")
+                            .map_err(StoreError::from)?;
+                        match mutation(&tx).await {
+                            Ok(()) => tx
+                                .batch_execute("RELEASE SAVEPOINT op")
                                 .await
-                                .map_err(StoreError::from)?;
+                                .map_err(StoreError::from)?,
+                            Err(e) => {
+                                // A broken connection also fails here, which aborts the batch.
+                                tx.batch_execute("ROLLBACK TO SAVEPOINT op")
+                                    .await
+                                    .map_err(StoreError::from)?;
+                                record.result = format!("error:{}", store_error_kind(&e));
+                                failure = Some(e);
+                            }
+                        }
+                    }
+                    Some((mutation, Guard::Contained)) => match mutation(&tx).await {
+                        Ok(()) => {}
+                        Err(e @ StoreError::Conflict(_)) => {
                             record.result = format!("error:{}", store_error_kind(&e));
                             failure = Some(e);
                         }
-                    }
+                        // Not contained: the transaction may be aborted. Fail the whole batch.
+                        Err(e) => return Err(e.into()),
+                    },
                 }
                 let entry = entry_from(&record, frontier.size(), now_micros());
                 let leaf = entry

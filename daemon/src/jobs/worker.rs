@@ -280,7 +280,7 @@ async fn attempt(
     let done_slot = job_done.clone();
     let result = inner
         .audit
-        .append_with(
+        .append_with_contained(
             record,
             Box::new(move |tx| {
                 Box::pin(async move {

@@ -67,9 +67,11 @@ const ENTRY_COLUMNS: &str = "seq, time, actor_fingerprint, actor_account, action
 
 /// Takes the writer lock for the rest of the transaction; returns the current tree size.
 pub async fn lock_writer(tx: &tokio_postgres::Transaction<'_>) -> Result<u64, StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
+    // One round trip: the lock, then the size read after it (`sql/V7__writer_round_trips.sql`).
+    let row = tx
+        .query_one("SELECT audit_lock_writer($1)", &[&WRITER_LOCK])
         .await?;
-    size(tx).await
+    to_u64(row.try_get(0)?)
 }
 
 /// The number of entries (the next sequence number).
@@ -114,7 +116,7 @@ pub async fn nodes(
     Ok(out)
 }
 
-/// Appends entries and the nodes they completed (in one statement each).
+/// Appends entries and the nodes they completed, in one statement.
 pub async fn insert(
     tx: &deadpool_postgres::Transaction<'_>,
     entries: &[Entry],
@@ -140,10 +142,20 @@ pub async fn insert(
         outputs.push(e.output_digest.map(|d| d.to_vec()));
         results.push(e.result.as_str());
     }
+    let levels: Vec<i16> = new_nodes.iter().map(|(n, _)| i16::from(n.level)).collect();
+    let idxs = new_nodes
+        .iter()
+        .map(|(n, _)| to_i64(n.index))
+        .collect::<Result<Vec<_>, _>>()?;
+    let hashes: Vec<Vec<u8>> = new_nodes.iter().map(|(_, h)| h.to_vec()).collect();
+    // Entries and nodes in one statement: one round trip of the writer's serial transaction.
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO audit_entries (seq, time, actor_fingerprint, actor_account, action, subject, params_digest, output_digest, result) \
-             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::text[])",
+            "WITH entries AS ( \
+               INSERT INTO audit_entries (seq, time, actor_fingerprint, actor_account, action, subject, params_digest, output_digest, result) \
+               SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::text[])) \
+             INSERT INTO audit_nodes (level, idx, hash) \
+             SELECT * FROM unnest($10::smallint[], $11::bigint[], $12::bytea[])",
         )
         .await?;
     tx.execute(
@@ -158,22 +170,12 @@ pub async fn insert(
             &params,
             &outputs,
             &results,
+            &levels,
+            &idxs,
+            &hashes,
         ],
     )
     .await?;
-    let levels: Vec<i16> = new_nodes.iter().map(|(n, _)| i16::from(n.level)).collect();
-    let idxs = new_nodes
-        .iter()
-        .map(|(n, _)| to_i64(n.index))
-        .collect::<Result<Vec<_>, _>>()?;
-    let hashes: Vec<Vec<u8>> = new_nodes.iter().map(|(_, h)| h.to_vec()).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO audit_nodes (level, idx, hash) \
-             SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-        )
-        .await?;
-    tx.execute(&stmt, &[&levels, &idxs, &hashes]).await?;
     Ok(())
 }
 

@@ -321,17 +321,20 @@ pub async fn cancel_job(tx: &Transaction<'_>, id: Uuid) -> Result<JobRow, StoreE
     job_from_row(&row)
 }
 
-/// Finishes a batch (inside the audit writer's transaction), in one round trip: checks that the
-/// caller still holds the claim and the key lease and that the job runs, stores the signatures,
-/// marks the batch done, and releases the key lease, recording the key's last use as the time
-/// the batch began (see `jobs_release_key` in `sql/V6__jobs.sql`: ordering keys by the end of
-/// their last batch would let per-key counts drift apart with many batches in flight). Returns
-/// whether the job is done. A record signed already fails the whole batch (invariant 6).
+/// Finishes a batch (inside the audit writer's transaction), in one round trip and its own
+/// server-side subtransaction (`jobs_try_finish_batch`, for
+/// [`crate::audit::Audit::append_with_contained`]): checks that the caller still holds the
+/// claim and the key lease and that the job runs, stores the signatures, marks the batch done,
+/// and releases the key lease, recording the key's last use as the time the batch began (see
+/// `jobs_release_key` in `sql/V6__jobs.sql`: ordering keys by the end of their last batch would
+/// let per-key counts drift apart with many batches in flight). Returns whether the job is
+/// done. A refusal — claim or lease lost, job not running, a record signed already (invariant
+/// 6) — leaves nothing of the batch and is [`StoreError::Conflict`].
 pub async fn finish_batch(tx: &Transaction<'_>, b: &FinishedBatch) -> Result<bool, StoreError> {
     // Typed: one round trip, no prepare (the audit writer's transaction has no statement cache).
-    let row = tx
+    let rows = tx
         .query_typed(
-            "SELECT jobs_finish_batch($1, $2, $3, $4, $5, $6, $7)",
+            "SELECT jobs_try_finish_batch($1, $2, $3, $4, $5, $6, $7)",
             &[
                 (&b.batch, Type::INT8),
                 (&b.holder, Type::TEXT),
@@ -342,22 +345,15 @@ pub async fn finish_batch(tx: &Transaction<'_>, b: &FinishedBatch) -> Result<boo
                 (&b.root.as_slice(), Type::BYTEA),
             ],
         )
-        .await
-        .map_err(finish_error)?;
-    let done: bool = row
+        .await?;
+    let outcome: String = rows
         .first()
-        .ok_or_else(|| StoreError::Corrupt("jobs_finish_batch returned no row".into()))?
+        .ok_or_else(|| StoreError::Corrupt("jobs_try_finish_batch returned no row".into()))?
         .try_get(0)?;
-    Ok(done)
-}
-
-fn finish_error(e: tokio_postgres::Error) -> StoreError {
-    let message = e
-        .as_db_error()
-        .map_or_else(|| e.to_string(), |d| d.message().to_owned());
-    match e.code().map(SqlState::code) {
-        Some("SJ001" | "SJ002" | "SJ003" | "SJ004") => StoreError::Conflict(message),
-        _ => e.into(),
+    match outcome.as_str() {
+        "done" => Ok(true),
+        "open" => Ok(false),
+        refusal => Err(StoreError::Conflict(refusal.to_owned())),
     }
 }
 
