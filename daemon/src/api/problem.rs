@@ -10,7 +10,7 @@ use crate::store::StoreError;
 
 /// An error answer. `detail` is shown to the client, so it must never carry secrets or
 /// internals.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     kind: &'static str,

@@ -30,6 +30,8 @@ use crate::hsm::KeyAlgorithm;
 use crate::signing::{self, KeyView, Resolved, SigningError, Target};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// Most items one share of a sign-batch signs with one key taken once.
+const MAX_SHARE: usize = 64;
 
 /// The routes of this part of the API (merged into the mTLS API router).
 pub(super) fn routes() -> Router<App> {
@@ -605,16 +607,17 @@ async fn sign_batch(
         return Ok(problem_with_items(&e, invalid));
     }
 
-    // Sign, at most `batch_parallel` items at once.
+    // Sign in at most `batch_parallel` shares at once, each with one key taken once (one key
+    // hand-over and one token-thread wake-up per share, not per item).
     let mut outcomes: Vec<Option<Result<signing::Signed, ApiError>>> =
         (0..n).map(|_| None).collect();
     let mut meta: Vec<Option<(&'static str, usize, String)>> = Vec::with_capacity(n);
-    let mut queue = Vec::new();
+    let mut valid = Vec::new();
     for (i, p) in prepared.into_iter().enumerate() {
         match p {
             Ok(p) => {
                 meta.push(Some((p.kind, p.bytes, p.sha256)));
-                queue.push((i, p.input));
+                valid.push((i, p.input));
             }
             Err(e) => {
                 meta.push(None);
@@ -622,43 +625,67 @@ async fn sign_batch(
             }
         }
     }
+    let share = valid
+        .len()
+        .div_ceil(cfg.batch_parallel.max(1))
+        .clamp(1, MAX_SHARE);
+    let mut queue = Vec::new();
+    let mut valid = valid.into_iter().peekable();
+    while valid.peek().is_some() {
+        let (indexes, inputs): (Vec<usize>, Vec<SignInputBuf>) = valid.by_ref().take(share).unzip();
+        queue.push((indexes, inputs));
+    }
     queue.reverse();
     let mut running = tokio::task::JoinSet::new();
     let mut failed_atomic: Option<ApiError> = None;
     loop {
         while running.len() < cfg.batch_parallel && failed_atomic.is_none() {
-            let Some((i, input)) = queue.pop() else { break };
+            let Some((indexes, inputs)) = queue.pop() else {
+                break;
+            };
             let (s, r) = (app.signing.clone(), resolved.clone());
-            running.spawn(async move { (i, s.sign(&r, scheme, input).await) });
+            running.spawn(async move { (indexes, s.sign_each(&r, scheme, inputs).await) });
         }
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (i, result) = joined.map_err(|e| {
-            tracing::error!(error = %e, "batch item task failed");
+        let (indexes, result) = joined.map_err(|e| {
+            tracing::error!(error = %e, "batch share task failed");
             ApiError::internal()
         })?;
-        let result = result.map_err(ApiError::from);
-        if let Err(e) = &result {
-            app.metrics
-                .signing_operations
-                .with_label_values(&["sign-batch-item", item_outcome(e)])
-                .inc();
-            if req.atomic && failed_atomic.is_none() {
-                failed_atomic = Some(ApiError::new(
-                    e.status(),
-                    e.kind(),
-                    "Batch failed",
-                    format!("item {i} failed: {}; nothing was returned", e.detail()),
-                ));
+        match result {
+            Ok((key_id, signatures)) => {
+                app.metrics
+                    .signing_operations
+                    .with_label_values(&["sign-batch-item", "ok"])
+                    .inc_by(signatures.len() as u64);
+                for (i, signature) in indexes.into_iter().zip(signatures) {
+                    outcomes[i] = Some(Ok(signing::Signed { key_id, signature }));
+                }
             }
-        } else {
-            app.metrics
-                .signing_operations
-                .with_label_values(&["sign-batch-item", "ok"])
-                .inc();
+            Err(e) => {
+                let e = ApiError::from(e);
+                app.metrics
+                    .signing_operations
+                    .with_label_values(&["sign-batch-item", item_outcome(&e)])
+                    .inc_by(indexes.len() as u64);
+                if req.atomic && failed_atomic.is_none() {
+                    failed_atomic = Some(ApiError::new(
+                        e.status(),
+                        e.kind(),
+                        "Batch failed",
+                        format!(
+                            "item {} failed: {}; nothing was returned",
+                            indexes[0],
+                            e.detail()
+                        ),
+                    ));
+                }
+                for i in indexes {
+                    outcomes[i] = Some(Err(e.clone()));
+                }
+            }
         }
-        outcomes[i] = Some(result);
     }
     if let Some(e) = failed_atomic {
         // Signatures made before the failure are dropped here, never returned.

@@ -367,6 +367,52 @@ impl Signing {
         Ok(Signed { key_id, signature })
     }
 
+    /// Signs each of `inputs` with one key of `target`, taken once (least recently used, or the
+    /// one asked for): what `/v1/sign-batch` does with a share of its items, so that the key is
+    /// handed over and the token thread woken once per share, not once per item. Every
+    /// signature is verified before it is returned (invariant 8); the first failure fails the
+    /// whole share.
+    pub async fn sign_each(
+        &self,
+        target: &Resolved,
+        scheme: SignatureScheme,
+        inputs: Vec<SignInputBuf>,
+    ) -> Result<(Uuid, Vec<Vec<u8>>), SigningError> {
+        for input in &inputs {
+            scheme.check(target.algorithm(), input.as_input())?;
+        }
+        let count = inputs.len();
+        let mut guard = self.acquire(&target.pool, target.key).await?;
+        let slot = guard
+            .slot()
+            .cloned()
+            .ok_or_else(|| SigningError::Hsm(HsmError::Worker("empty key guard".into())))?;
+        let start = self.inner.trace.as_ref().map(trace::Trace::now);
+        let result = self
+            .inner
+            .hsm
+            .sign_each(
+                &slot,
+                scheme,
+                inputs,
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .await;
+        if let (Some(t), Some(start)) = (&self.inner.trace, start) {
+            t.record(guard.id(), start, t.now());
+        }
+        let signatures = result?;
+        if signatures.len() != count {
+            return Err(SigningError::Hsm(HsmError::Worker(
+                "the token thread stopped early".into(),
+            )));
+        }
+        guard.mark_signed_n(count as u64);
+        let key_id = guard.id();
+        drop(guard);
+        Ok((key_id, signatures))
+    }
+
     /// A key of the pool, now or after waiting in the ring's queue.
     async fn acquire(
         &self,

@@ -103,7 +103,8 @@ struct Lent {
     pool: Arc<RingPool>,
     id: Uuid,
     slot: Arc<KeySlot>,
-    signed: bool,
+    /// Signatures made while lent.
+    signed: u64,
 }
 
 impl KeyGuard {
@@ -119,8 +120,13 @@ impl KeyGuard {
 
     /// Counts a signature made with the key (usage count, last used).
     pub fn mark_signed(&mut self) {
+        self.mark_signed_n(1);
+    }
+
+    /// Counts `n` signatures made with the key.
+    pub fn mark_signed_n(&mut self, n: u64) {
         if let Some(l) = &mut self.lent {
-            l.signed = true;
+            l.signed += n;
         }
     }
 }
@@ -199,7 +205,7 @@ impl RingPool {
                 pool: self.clone(),
                 id: held.id,
                 slot: held.slot.clone(),
-                signed: false,
+                signed: 0,
             }),
         }
     }
@@ -316,10 +322,10 @@ impl RingPool {
             return;
         };
         held.tick = clock;
-        if lent.signed {
-            held.unflushed += 1;
+        if lent.signed > 0 {
+            held.unflushed += i64::try_from(lent.signed).unwrap_or(i64::MAX);
             held.last_used_at = Some(OffsetDateTime::now_utc());
-            lent.signed = false;
+            lent.signed = 0;
         }
         if held.doomed {
             held.busy = false;
