@@ -152,11 +152,12 @@ fn dev_serves_quickly_and_its_printed_lines_work() {
         if round == 0 {
             // The token ceiling, through the env file, for 1 and 2 sessions.
             let bench = sh(&format!(
-                ". {}/env && {} hsm-bench --seconds 0.3 --algorithms ec-p256,ed25519",
+                ". {}/env && {} hsm-bench --seconds 0.3 --algorithms ec-p256,ec-p384,ed25519,rsa-2048",
                 support::s(&dir),
                 env!("CARGO_BIN_EXE_signetd")
             ));
-            for alg in ["ec-p256", "ed25519"] {
+            // Each algorithm under its default scheme (P-384 signs a SHA-384 digest).
+            for alg in ["ec-p256", "ec-p384", "ed25519", "rsa-2048"] {
                 for sessions in ["1", "2"] {
                     let row = bench
                         .lines()

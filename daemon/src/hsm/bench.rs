@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{Hsm, HsmError, KeyAlgorithm, error};
-use crate::crypto::{HashAlg, SignInput, SignatureScheme};
+use crate::crypto::{HashAlg, SignInput};
 
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -32,8 +32,10 @@ pub struct BenchResult {
 }
 
 /// Measures C_Sign throughput on `token` for each algorithm and session count. Each thread
-/// opens its own session and generates its own key, then signs a 32-byte digest (ECDSA, RSA
-/// PKCS#1 v1.5 DigestInfo) or a 32-byte message (Ed25519) in a loop for `duration`. Session
+/// opens its own session and generates its own key, then signs what the daemon would ask the
+/// token for under the algorithm's default scheme — the digest of a short message under its
+/// hash (ECDSA; P-384 uses SHA-384), its DigestInfo (RSA PKCS#1 v1.5), or a 32-byte message
+/// (Ed25519) — in a loop for `duration`. Session
 /// keys (`CKA_TOKEN=false`) vanish with their session; with `token_keys` the keys are token
 /// objects, as the daemon's are (a token may do more work per signature for those: SoftHSM2
 /// checks its object store), and are destroyed afterwards.
@@ -98,17 +100,13 @@ fn measure(
             // Everyone waits at the barrier, even after a failure, so nobody deadlocks.
             barrier.wait();
             let (session, public, key) = prepared?;
-            // What the daemon itself would ask the token for: a SHA-256 digest for ECDSA and
-            // RSA PKCS#1 v1.5 (as DigestInfo), a 32-byte message for Ed25519.
-            let digest = HashAlg::Sha256.digest(b"signetd hsm-bench");
             let scheme = algorithm
                 .default_scheme()
                 .ok_or_else(|| HsmError::Rejected(format!("no scheme for {algorithm}")))?;
-            let input = match scheme {
-                SignatureScheme::Ed25519 => SignInput::Message(&digest),
-                _ => SignInput::Digest(&digest),
-            };
-            let (mechanism, input) = scheme.prepare(input).map_err(HsmError::Scheme)?;
+            let message = bench_message();
+            let (mechanism, input) = scheme
+                .prepare(SignInput::Message(&message))
+                .map_err(HsmError::Scheme)?;
             let mechanism = super::cryptoki_mechanism(mechanism);
             let deadline = Instant::now() + duration;
             let mut count = 0u64;
@@ -188,12 +186,8 @@ fn measure_verify(
         .default_scheme()
         .ok_or_else(|| HsmError::Rejected(format!("no scheme for {algorithm}")))?;
     let verifier = crate::crypto::VerifyingKey::new(signed.spki.clone());
-    let digest = HashAlg::Sha256.digest(b"signetd hsm-bench");
-    // The token signed the digest of this message (Ed25519: the digest itself, as a message).
-    let input = match scheme {
-        SignatureScheme::Ed25519 => SignInput::Message(&digest),
-        _ => SignInput::Message(b"signetd hsm-bench"),
-    };
+    let message = bench_message();
+    let input = SignInput::Message(&message);
     let start = Instant::now();
     let mut count = 0u64;
     while start.elapsed() < duration {
@@ -203,4 +197,9 @@ fn measure_verify(
         count += 1;
     }
     Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The message every benchmark signature is over: 32 bytes.
+fn bench_message() -> Vec<u8> {
+    HashAlg::Sha256.digest(b"signetd hsm-bench")
 }
