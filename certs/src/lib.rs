@@ -117,6 +117,19 @@ mod tests {
 
         let bytes = *b"\x12\x34\x56\x78\x9a\xbc\xde\xf0\x11\x22\x33\x44\x55\x66\x77\x88";
         assert_eq!(serial_from_random(bytes).as_bytes(), &bytes);
+
+        // A leading zero byte is dropped; a high bit below it gets the DER sign byte back.
+        let mut high = bytes;
+        high[0] = 0;
+        high[1] = 0x85;
+        assert_eq!(
+            serial_from_random(high).as_bytes(),
+            [&[0u8][..], &high[1..]].concat()
+        );
+        let mut low = bytes;
+        low[0] = 0;
+        low[1] = 0x05;
+        assert_eq!(serial_from_random(low).as_bytes(), &low[1..]);
     }
 
     #[test]

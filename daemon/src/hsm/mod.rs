@@ -342,18 +342,9 @@ impl Hsm {
         let input = input.into();
         // Cheap checks first, so that bad requests never wait for a permit.
         scheme.check(key.algorithm, input.as_input())?;
-        let _permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| HsmError::Worker(e.to_string()))?;
-        let hsm = self.clone();
         let key = key.clone();
-        tokio::task::spawn_blocking(move || hsm.sign_blocking(&key, scheme, input.as_input()))
+        self.on_token_thread(move |hsm| hsm.sign_blocking(&key, scheme, input.as_input()))
             .await
-            .map_err(|e| HsmError::Worker(e.to_string()))?
     }
 
     /// Signs each of `inputs` with the key under `scheme`, in order, on one blocking thread
@@ -371,16 +362,8 @@ impl Hsm {
         for input in &inputs {
             scheme.check(key.algorithm, input.as_input())?;
         }
-        let _permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| HsmError::Worker(e.to_string()))?;
-        let hsm = self.clone();
         let key = key.clone();
-        tokio::task::spawn_blocking(move || {
+        self.on_token_thread(move |hsm| {
             let mut signatures = Vec::with_capacity(inputs.len());
             for input in &inputs {
                 if stop.is_cancelled() {
@@ -391,7 +374,24 @@ impl Hsm {
             Ok(signatures)
         })
         .await
-        .map_err(|e| HsmError::Worker(e.to_string()))?
+    }
+
+    /// Runs `work` on a blocking thread while holding one of the `hsm.max_parallel` permits.
+    async fn on_token_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Hsm) -> Result<T, HsmError> + Send + 'static,
+    ) -> Result<T, HsmError> {
+        let _permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| HsmError::Worker(e.to_string()))?;
+        let hsm = self.clone();
+        tokio::task::spawn_blocking(move || work(&hsm))
+            .await
+            .map_err(|e| HsmError::Worker(e.to_string()))?
     }
 
     /// The blocking form of [`Hsm::sign`], for callers already off the async runtime (the TLS

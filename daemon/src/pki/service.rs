@@ -222,8 +222,10 @@ pub fn valid_role(role: &str) -> bool {
     }
 }
 
-/// A serial as given by a client (any case, optional colons, optional leading zero bytes, as
-/// OpenSSL prints it) in the stored form: lower-case hex without leading zero bytes.
+/// A serial as given by a client (any case, optional colons, with or without leading zero
+/// bytes, as OpenSSL prints it) in the stored form ([`crate::pki::serial_hex`]): the lower-case
+/// hex of the DER INTEGER's content — no leading zero bytes, except the one a positive number
+/// whose first byte has its high bit set needs (`85…` is stored as `0085…`).
 pub fn normalize_serial(serial: &str) -> Option<String> {
     let mut s: String = serial
         .chars()
@@ -238,6 +240,9 @@ pub fn normalize_serial(serial: &str) -> Option<String> {
     }
     while s.len() > 2 && s.starts_with("00") {
         s.drain(..2);
+    }
+    if s.as_bytes()[0] >= b'8' {
+        s.insert_str(0, "00");
     }
     Some(s)
 }
@@ -907,7 +912,10 @@ mod tests {
     #[test]
     fn serials_are_normalized_like_openssl_prints_them() {
         assert_eq!(normalize_serial("0A:1B").as_deref(), Some("0a1b"));
-        assert_eq!(normalize_serial("00FF").as_deref(), Some("ff"));
+        assert_eq!(normalize_serial("00FF").as_deref(), Some("00ff"));
+        assert_eq!(normalize_serial("FF").as_deref(), Some("00ff"));
+        assert_eq!(normalize_serial("00:00:7f").as_deref(), Some("7f"));
+        assert_eq!(normalize_serial("85:01").as_deref(), Some("008501"));
         assert_eq!(normalize_serial("abc").as_deref(), Some("0abc"));
         assert_eq!(normalize_serial("00").as_deref(), Some("00"));
         assert_eq!(normalize_serial(""), None);

@@ -348,22 +348,10 @@ impl Signing {
         scheme: SignatureScheme,
         input: SignInputBuf,
     ) -> Result<Signed, SigningError> {
-        // Bad requests never queue.
-        scheme.check(target.algorithm(), input.as_input())?;
-        let mut guard = self.acquire(&target.pool, target.key).await?;
-        let slot = guard
-            .slot()
-            .cloned()
-            .ok_or_else(|| SigningError::Hsm(HsmError::Worker("empty key guard".into())))?;
-        let start = self.inner.trace.as_ref().map(trace::Trace::now);
-        let result = self.inner.hsm.sign(&slot, scheme, input).await;
-        if let (Some(t), Some(start)) = (&self.inner.trace, start) {
-            t.record(guard.id(), start, t.now());
-        }
-        let signature = result?;
-        guard.mark_signed();
-        let key_id = guard.id();
-        drop(guard);
+        let (key_id, mut signatures) = self.sign_each(target, scheme, vec![input]).await?;
+        let signature = signatures
+            .pop()
+            .ok_or_else(|| SigningError::Hsm(HsmError::Worker("no signature".into())))?;
         Ok(Signed { key_id, signature })
     }
 
@@ -378,6 +366,7 @@ impl Signing {
         scheme: SignatureScheme,
         inputs: Vec<SignInputBuf>,
     ) -> Result<(Uuid, Vec<Vec<u8>>), SigningError> {
+        // Bad requests never queue.
         for input in &inputs {
             scheme.check(target.algorithm(), input.as_input())?;
         }
@@ -407,7 +396,7 @@ impl Signing {
                 "the token thread stopped early".into(),
             )));
         }
-        guard.mark_signed_n(count as u64);
+        guard.mark_signed(count as u64);
         let key_id = guard.id();
         drop(guard);
         Ok((key_id, signatures))

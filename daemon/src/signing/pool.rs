@@ -118,13 +118,8 @@ impl KeyGuard {
         self.lent.as_ref().map(|l| &l.slot)
     }
 
-    /// Counts a signature made with the key (usage count, last used).
-    pub fn mark_signed(&mut self) {
-        self.mark_signed_n(1);
-    }
-
-    /// Counts `n` signatures made with the key.
-    pub fn mark_signed_n(&mut self, n: u64) {
+    /// Counts `n` signatures made with the key (usage count, last used).
+    pub fn mark_signed(&mut self, n: u64) {
         if let Some(l) = &mut self.lent {
             l.signed += n;
         }
