@@ -205,9 +205,14 @@ impl RingPool {
         }
     }
 
-    /// Whether the pool holds this key.
+    /// Whether the pool holds this key and may still sign with it (a doomed key — retired, or
+    /// its lease lost — stays until its last operation ends and the maintenance sweeps it, but
+    /// is not held for new operations: callers then look at its state in the database).
     pub fn holds(&self, id: Uuid) -> bool {
-        lock(&self.state).keys.iter().any(|k| k.id == id)
+        lock(&self.state)
+            .keys
+            .iter()
+            .any(|k| k.id == id && !k.doomed)
     }
 
     /// Ids of the keys held.
