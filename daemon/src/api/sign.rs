@@ -676,7 +676,7 @@ async fn sign_batch(
                         "Batch failed",
                         format!(
                             "item {} failed: {}; nothing was returned",
-                            indexes[0],
+                            indexes.first().copied().unwrap_or_default(),
                             e.detail()
                         ),
                     ));

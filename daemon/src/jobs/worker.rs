@@ -209,7 +209,10 @@ async fn attempt(
                     Failure::new(
                         "error",
                         holding(signatures.len() as i64),
-                        format!("signing records from {}: {e}", chunk_ids[0]),
+                        format!(
+                            "signing records from {}: {e}",
+                            chunk_ids.first().copied().unwrap_or_default()
+                        ),
                     )
                 })?;
             let complete = made.len() == chunk_ids.len();
