@@ -104,3 +104,53 @@ fn hundred_thousand_records_hundred_keys_exactly_once() {
     }
     drop(daemon);
 }
+
+/// More workers than keys: most claims find every key leased, so the worker holds its batch
+/// and waits for a key (`key_lease_waits`), and the guarantees still hold — one signature per
+/// record, no overlapping leases, each batch's lease in its history. (Not per-key balance: with
+/// every key busy, the one released first is the only idle one and goes next.)
+#[test]
+fn more_workers_than_keys_wait_for_a_key() {
+    const RECORDS: u64 = 3_000;
+    let instance = Instance::new();
+    jobs::configure(&instance, 8, 10);
+    instance.init();
+    jobs::generate_ring(&instance, "few", "ec-p256", 2);
+    jobs::seed(&instance, RECORDS, 64);
+    let daemon = instance.serve();
+    let id = jobs::start_job(&instance, "few", 10);
+    assert_eq!(
+        jobs::wait_over(&instance, &id, Duration::from_secs(300)),
+        "done"
+    );
+    let counts = jobs::check_job(
+        &instance,
+        &id,
+        &Expect {
+            records: RECORDS as i64,
+            keys: 2,
+            balanced: false,
+        },
+    );
+    assert_eq!(counts.values().sum::<i64>(), (RECORDS / 10) as i64);
+    // Every done batch has exactly one lease in its history, taken by the batch's key.
+    assert_eq!(
+        sql_i64(
+            &instance,
+            &format!(
+                "SELECT count(*) FROM batches b WHERE b.job_id = '{id}' AND NOT EXISTS \
+                 (SELECT 1 FROM batch_leases l WHERE l.batch_id = b.id AND l.attempt = b.attempts \
+                  AND l.key_id = b.key_id AND l.outcome = 'done')"
+            )
+        ),
+        0
+    );
+    let metrics = curl(&[&daemon.metrics_url("/metrics")]).body;
+    let waits: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("signetd_jobs_key_lease_waits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no lease wait metric in {metrics}"));
+    assert!(waits > 0.0, "8 workers and 2 keys never waited for a key");
+    drop(daemon);
+}

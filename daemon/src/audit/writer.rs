@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use signet_merkle::{Checkpoint, Frontier, Hash, NoteSignature, SignedNote};
 use tokio::sync::{mpsc, watch};
 
-use super::{AuditError, Guard, Job, Receipt, entry_from};
+use super::{AuditError, Guard, Job, Mutation, Receipt, entry_from};
 use crate::config;
 use crate::crypto::SignatureScheme;
 use crate::hsm::{Hsm, KeySlot};
@@ -139,13 +139,18 @@ impl Writer {
             let tx = conn.transaction().await.map_err(StoreError::from)?;
             let size = sql::lock_writer(&tx).await?;
             let mut frontier = self.load_frontier(&tx, size).await?;
-            let mut entries = Vec::with_capacity(jobs.len());
-            let mut nodes = Vec::new();
-            for (mut record, mutation) in jobs {
-                let mut failure = None;
+            // The mutations first, in order; a run of contained ones is sent back to back.
+            let mut failures: Vec<Option<StoreError>> = Vec::with_capacity(jobs.len());
+            let mut records = Vec::with_capacity(jobs.len());
+            let mut contained: Vec<(usize, Mutation)> = Vec::new();
+            for (i, (record, mutation)) in jobs.into_iter().enumerate() {
+                records.push(record);
+                failures.push(None);
                 match mutation {
                     None => {}
+                    Some((mutation, Guard::Contained)) => contained.push((i, mutation)),
                     Some((mutation, Guard::Savepoint)) => {
+                        run_contained(&tx, &mut contained, &mut failures).await?;
                         tx.batch_execute("SAVEPOINT op")
                             .await
                             .map_err(StoreError::from)?;
@@ -159,20 +164,18 @@ impl Writer {
                                 tx.batch_execute("ROLLBACK TO SAVEPOINT op")
                                     .await
                                     .map_err(StoreError::from)?;
-                                record.result = format!("error:{}", store_error_kind(&e));
-                                failure = Some(e);
+                                failures[i] = Some(e);
                             }
                         }
                     }
-                    Some((mutation, Guard::Contained)) => match mutation(&tx).await {
-                        Ok(()) => {}
-                        Err(e @ StoreError::Conflict(_)) => {
-                            record.result = format!("error:{}", store_error_kind(&e));
-                            failure = Some(e);
-                        }
-                        // Not contained: the transaction may be aborted. Fail the whole batch.
-                        Err(e) => return Err(e.into()),
-                    },
+                }
+            }
+            run_contained(&tx, &mut contained, &mut failures).await?;
+            let mut entries = Vec::with_capacity(records.len());
+            let mut nodes = Vec::new();
+            for (mut record, failure) in records.into_iter().zip(failures) {
+                if let Some(e) = &failure {
+                    record.result = format!("error:{}", store_error_kind(e));
                 }
                 let entry = entry_from(&record, frontier.size(), now_micros());
                 let leaf = entry
@@ -279,6 +282,37 @@ impl Writer {
         self.frontier = Some(frontier);
         Ok(())
     }
+}
+
+/// Runs the contained mutations gathered so far, concurrently on the writer's connection:
+/// tokio-postgres sends their queries back to back and the server runs them in that order, so
+/// they cost one round trip instead of one each. A refusal ([`StoreError::Conflict`]) is that
+/// mutation's failure; any other error fails the whole transaction.
+async fn run_contained(
+    tx: &tokio_postgres::Transaction<'_>,
+    contained: &mut Vec<(usize, Mutation)>,
+    failures: &mut [Option<StoreError>],
+) -> Result<(), AuditError> {
+    if contained.is_empty() {
+        return Ok(());
+    }
+    let (indexes, running): (Vec<usize>, Vec<_>) = contained
+        .drain(..)
+        .map(|(i, mutation)| (i, mutation(tx)))
+        .unzip();
+    let outcomes = futures_util::future::join_all(running).await;
+    for (i, outcome) in indexes.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => {}
+            Err(e @ StoreError::Conflict(_)) => {
+                if let Some(slot) = failures.get_mut(i) {
+                    *slot = Some(e);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn store_error_kind(e: &StoreError) -> &'static str {

@@ -14,6 +14,7 @@ use super::{Inner, batch_subject, lock, scheme_for, tree};
 use crate::audit::{Actor, AuditError, Record};
 use crate::crypto::SignInputBuf;
 use crate::hsm::{HsmError, KeySlot};
+use crate::store::KeyRecord;
 use crate::store::jobs::{self as sql, Claim, ClaimOutcome, FinishedBatch};
 use crate::store::rings::RingKey;
 
@@ -26,7 +27,7 @@ const MAX_KEY_WAIT_STEP: Duration = Duration::from_millis(250);
 const BUSY_POLL: Duration = Duration::from_millis(500);
 /// Records read at once: a worker holds at most this many records' data
 /// (`jobs.max_record_bytes` each) while it signs.
-const PAGE: i64 = 256;
+const PAGE: i32 = 256;
 /// Records signed per hand-off to a blocking thread: enough to make the hand-off's cost
 /// vanish, few enough that an HSM permit is never held for long (P-256: ~3 ms; RSA-4096: ~0.3 s).
 const SIGN_CHUNK: usize = 32;
@@ -41,10 +42,10 @@ pub(super) async fn run(inner: Arc<Inner>, index: usize) {
         let work = inner.work.notified();
         tokio::pin!(work);
         work.as_mut().enable();
-        let pause = match inner.store.claim_batch(&holder, ttl).await {
+        let pause = match inner.store.claim_batch(&holder, ttl, PAGE).await {
             Ok(ClaimOutcome::Claimed(claim)) => {
                 error_pause = Duration::from_millis(500);
-                process(&inner, &holder, ttl, claim).await;
+                process(&inner, &holder, ttl, *claim).await;
                 continue;
             }
             Ok(ClaimOutcome::Busy(_)) => BUSY_POLL.min(idle),
@@ -92,7 +93,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, claim: Claim) {
+async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, mut claim: Claim) {
     let started = Instant::now();
     let m = &inner.metrics;
     m.jobs_workers_busy.inc();
@@ -107,7 +108,13 @@ async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, claim: Claim) 
         key_rx,
         lost.clone(),
     )));
-    match attempt(inner, holder, ttl, &claim, &key_tx, &lost).await {
+    let first_page = std::mem::take(&mut claim.page);
+    let leased = claim.key.take();
+    match attempt(
+        inner, holder, ttl, &claim, leased, first_page, &key_tx, &lost,
+    )
+    .await
+    {
         Ok((signed, job_done)) => {
             m.jobs_batches.with_label_values(&["ok"]).inc();
             m.jobs_records_signed.inc_by(signed);
@@ -149,49 +156,58 @@ async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, claim: Claim) 
     m.jobs_workers_busy.dec();
 }
 
-/// Claims → key → signatures → commit. Returns the records signed and whether the job is done.
+/// Key (unless the claim came with one) → signatures → commit. `page` is the batch's first
+/// page of unsigned records, read with the claim. Returns the records signed and whether the
+/// job is done.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     inner: &Arc<Inner>,
     holder: &str,
     ttl: Duration,
     claim: &Claim,
+    leased: Option<KeyRecord>,
+    mut page: Vec<(i64, Vec<u8>)>,
     key_tx: &watch::Sender<Option<Uuid>>,
     lost: &CancellationToken,
 ) -> Result<(u64, bool), Failure> {
-    // The first page before the key is leased: the lease covers signing, not reading.
-    let mut page = inner
-        .store
-        .unsigned_records(claim.first - 1, claim.last, PAGE)
-        .await
-        .map_err(|e| Failure::new("error", None, format!("reading records: {e}")))?;
-    let key = lease_key(inner, holder, ttl, &claim.ring, lost).await?;
-    let key_id = key.key.id;
-    key_tx.send_replace(Some(key_id));
-    let holding = |used: i64| Some((key_id, used));
-    match inner
-        .store
-        .log_lease(claim.batch, claim.attempt, key_id, holder)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return Err(Failure::new("lost", holding(0), "key lease lost at once")),
-        Err(e) => {
-            return Err(Failure::new(
-                "error",
-                holding(0),
-                format!("lease history: {e}"),
-            ));
+    let key = match leased {
+        Some(key) => {
+            key_tx.send_replace(Some(key.id));
+            key
         }
-    }
+        None => {
+            let key = lease_key(inner, holder, ttl, &claim.ring, lost).await?.key;
+            key_tx.send_replace(Some(key.id));
+            let holding = Some((key.id, 0));
+            match inner
+                .store
+                .log_lease(claim.batch, claim.attempt, key.id, holder)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Err(Failure::new("lost", holding, "key lease lost at once")),
+                Err(e) => {
+                    return Err(Failure::new(
+                        "error",
+                        holding,
+                        format!("lease history: {e}"),
+                    ));
+                }
+            }
+            key
+        }
+    };
+    let key_id = key.id;
+    let holding = |used: i64| Some((key_id, used));
     let slot = slot_for(inner, &key)
         .await
-        .map_err(|e| Failure::new("error", holding(0), format!("key {}: {e}", key.key.label)))?;
-    let scheme = scheme_for(key.key.algorithm)
-        .map_err(|e| Failure::new("error", holding(0), e.to_string()))?;
+        .map_err(|e| Failure::new("error", holding(0), format!("key {}: {e}", key.label)))?;
+    let scheme =
+        scheme_for(key.algorithm).map_err(|e| Failure::new("error", holding(0), e.to_string()))?;
     let mut ids = Vec::with_capacity(page.len());
     let mut signatures = Vec::with_capacity(page.len());
     loop {
-        let full = page.len() as i64 == PAGE;
+        let full = i32::try_from(page.len()).is_ok_and(|n| n == PAGE);
         let mut records = std::mem::take(&mut page).into_iter().peekable();
         while records.peek().is_some() {
             // Each record on its own, a chunk per hand-off to the token thread; the HSM layer
@@ -231,7 +247,7 @@ async fn attempt(
         };
         page = inner
             .store
-            .unsigned_records(after, claim.last, PAGE)
+            .unsigned_records(after, claim.last, i64::from(PAGE))
             .await
             .map_err(|e| {
                 Failure::new(
@@ -259,7 +275,7 @@ async fn attempt(
             "job": claim.job,
             "batch": claim.seq,
             "ring": claim.ring,
-            "key": key.key.fingerprint,
+            "key": key.fingerprint,
             "scheme": scheme.name(),
             "records": n,
             "first": ids.first(),
@@ -398,21 +414,21 @@ async fn renew(
 }
 
 /// The token slot of a ring key, checked against the recorded public key.
-async fn slot_for(inner: &Arc<Inner>, key: &RingKey) -> Result<Arc<KeySlot>, HsmError> {
-    if let Some(slot) = lock(&inner.slots).get(&key.key.id) {
+async fn slot_for(inner: &Arc<Inner>, key: &KeyRecord) -> Result<Arc<KeySlot>, HsmError> {
+    if let Some(slot) = lock(&inner.slots).get(&key.id) {
         return Ok(slot.clone());
     }
-    let (hsm, k) = (inner.hsm.clone(), key.key.clone());
+    let (hsm, k) = (inner.hsm.clone(), key.clone());
     let slot = tokio::task::spawn_blocking(move || hsm.key(&k.token, &k.label, k.algorithm))
         .await
         .map_err(|e| HsmError::Worker(e.to_string()))??;
-    if slot.public_key() != key.key.public_key.as_slice() {
+    if slot.public_key() != key.public_key.as_slice() {
         return Err(HsmError::Rejected(format!(
             "key `{}` on the token differs from the recorded public key",
-            key.key.label
+            key.label
         )));
     }
-    lock(&inner.slots).insert(key.key.id, slot.clone());
+    lock(&inner.slots).insert(key.id, slot.clone());
     Ok(slot)
 }
 

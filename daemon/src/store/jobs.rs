@@ -97,6 +97,11 @@ pub struct Claim {
     pub last: i64,
     /// The claim number: (holder, attempt) identifies this claim.
     pub attempt: i32,
+    /// The key leased with the claim (and written into the batch's lease history), or `None`
+    /// when every key of the ring was leased: the worker waits for one.
+    pub key: Option<crate::store::KeyRecord>,
+    /// The batch's first unsigned records (id, data), by id, at most the page asked for.
+    pub page: Vec<(i64, Vec<u8>)>,
 }
 
 /// What a worker found when it asked for work.
@@ -107,7 +112,7 @@ pub enum ClaimOutcome {
     /// A job runs, but every open batch is claimed by a live worker.
     Busy(Uuid),
     /// A batch to sign.
-    Claimed(Claim),
+    Claimed(Box<Claim>),
 }
 
 /// The signatures of a finished batch, as the worker hands them to the audit writer.
@@ -421,40 +426,46 @@ impl Store {
         Ok(progress)
     }
 
-    /// Claims the next open batch of the running job for `holder` until `ttl` from now: a
-    /// pending one, or one whose claim expired (its worker died). Concurrent callers in any
-    /// process never get the same batch (`FOR UPDATE SKIP LOCKED`).
+    /// Claims the next open batch of the running job for `holder` until `ttl` from now — a
+    /// pending one, or one whose claim expired (its worker died) — leases the least recently
+    /// used idle key of the job's ring with it, and reads the batch's first `page` unsigned
+    /// records: one call, one commit (`jobs_claim_batch`, `sql/V8__claim_in_one_call.sql`).
+    /// Concurrent callers in any process never get the same batch or key (`FOR UPDATE SKIP
+    /// LOCKED`).
     pub async fn claim_batch(
         &self,
         holder: &str,
         ttl: Duration,
+        page: i32,
     ) -> Result<ClaimOutcome, StoreError> {
         let conn = self.pool.get().await?;
         let stmt = conn
             .prepare_cached(
-                "WITH job AS (SELECT id, ring FROM jobs WHERE state = 'running'), \
-                 next AS ( \
-                   SELECT b.id FROM batches b JOIN job ON b.job_id = job.id \
-                    WHERE b.state <> 'done' \
-                      AND (b.state = 'pending' OR b.claim_expires_at < clock_timestamp()) \
-                    ORDER BY b.seq LIMIT 1 FOR UPDATE OF b SKIP LOCKED), \
-                 claimed AS ( \
-                   UPDATE batches b SET state = 'claimed', holder = $1, attempts = b.attempts + 1, \
-                     claim_expires_at = clock_timestamp() + make_interval(secs => $2) \
-                   FROM next WHERE b.id = next.id \
-                   RETURNING b.id, b.seq, b.first_record, b.last_record, b.attempts) \
-                 SELECT job.id, job.ring, c.id, c.seq, c.first_record, c.last_record, c.attempts \
-                 FROM job LEFT JOIN claimed c ON true",
+                "SELECT c.o_job, c.o_ring, c.o_batch, c.o_seq, c.o_first, c.o_last, c.o_attempt, \
+                        c.o_ids, c.o_data, \
+                        k.id, k.token, k.label, k.algorithm, k.public_key, k.fingerprint, k.state \
+                 FROM jobs_claim_batch($1, $2, $3) c LEFT JOIN keys k ON k.id = c.o_key",
             )
             .await?;
-        let Some(row) = conn.query_opt(&stmt, &[&holder, &secs(ttl)]).await? else {
+        let Some(row) = conn.query_opt(&stmt, &[&holder, &secs(ttl), &page]).await? else {
             return Ok(ClaimOutcome::NoJob);
         };
         let job: Uuid = row.try_get(0)?;
         let Some(batch) = row.try_get::<_, Option<i64>>(2)? else {
             return Ok(ClaimOutcome::Busy(job));
         };
-        Ok(ClaimOutcome::Claimed(Claim {
+        let ids: Vec<i64> = row.try_get(7)?;
+        let data: Vec<Vec<u8>> = row.try_get(8)?;
+        if ids.len() != data.len() {
+            return Err(StoreError::Corrupt(
+                "jobs_claim_batch returned unequal id and data arrays".into(),
+            ));
+        }
+        let key = match row.try_get::<_, Option<Uuid>>(9)? {
+            Some(_) => Some(KeyColumns { row: &row, at: 9 }.read()?),
+            None => None,
+        };
+        Ok(ClaimOutcome::Claimed(Box::new(Claim {
             job,
             ring: row.try_get(1)?,
             batch,
@@ -462,7 +473,9 @@ impl Store {
             first: row.try_get(4)?,
             last: row.try_get(5)?,
             attempt: row.try_get(6)?,
-        }))
+            key,
+            page: ids.into_iter().zip(data).collect(),
+        })))
     }
 
     /// The unsigned records of a batch's range with an id above `after`, by id, at most
@@ -474,20 +487,17 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let conn = self.pool.get().await?;
-        // Unnamed and typed, so it is planned for these bounds each time: a cached generic
-        // plan cannot see how narrow the range is and scans every record and signature.
-        let rows = conn
-            .query_typed(
+        // The bounds are repeated on `signatures` so that the cached generic plan, which
+        // cannot see how narrow the range is, never walks the signatures below it.
+        let stmt = conn
+            .prepare_cached(
                 "SELECT r.id, r.data FROM records r WHERE r.id > $1 AND r.id <= $2 \
-                 AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.record_id = r.id) \
+                 AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.record_id = r.id \
+                                 AND s.record_id > $1 AND s.record_id <= $2) \
                  ORDER BY r.id LIMIT $3",
-                &[
-                    (&after, Type::INT8),
-                    (&last, Type::INT8),
-                    (&limit, Type::INT8),
-                ],
             )
             .await?;
+        let rows = conn.query(&stmt, &[&after, &last, &limit]).await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()

@@ -203,21 +203,8 @@ impl Store {
         let conn = self.pool.get().await?;
         let stmt = conn
             .prepare_cached(&format!(
-                "WITH candidate AS ( \
-                   SELECT k.id FROM keys k LEFT JOIN key_leases l ON l.key_id = k.id \
-                   WHERE k.ring = $1 AND k.state = 'active' AND k.retired_at IS NULL \
-                     AND (l.key_id IS NULL OR l.expires_at < clock_timestamp()) \
-                     AND NOT (k.id = ANY($4::uuid[])) \
-                   ORDER BY k.last_used_at NULLS FIRST, k.created_at, k.id \
-                   LIMIT 1 FOR UPDATE OF k SKIP LOCKED), \
-                 leased AS ( \
-                   INSERT INTO key_leases (key_id, holder, acquired_at, expires_at) \
-                   SELECT id, $2, clock_timestamp(), clock_timestamp() + make_interval(secs => $3) FROM candidate \
-                   ON CONFLICT (key_id) DO UPDATE SET holder = excluded.holder, \
-                     acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
-                   WHERE key_leases.expires_at < clock_timestamp() \
-                   RETURNING key_id) \
-                 SELECT {RING_KEY_COLUMNS} FROM keys WHERE id = (SELECT key_id FROM leased)"
+                "SELECT {RING_KEY_COLUMNS} FROM keys \
+                 WHERE id = (SELECT rings_lease_lru_key($1, $2, $3, $4))"
             ))
             .await?;
         let row = conn
