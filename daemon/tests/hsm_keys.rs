@@ -32,6 +32,17 @@ fn generated_keys_never_leave_the_token() {
             let sig = hsm
                 .sign_blocking(&key, scheme, SignInput::Message(b"message"))
                 .unwrap();
+            // The slot signs with a session copy of the key (SoftHSM2 checks a token object's
+            // file on every use), which the token keeps just as locked in.
+            let (token_object, copy) = hsm.signing_object_info(&key).unwrap();
+            assert!(!token_object, "{alg}: the slot signs with the token object");
+            assert!(copy.sensitive && !copy.extractable, "{alg}: {copy:?}");
+            assert!(
+                copy.always_sensitive && copy.never_extractable,
+                "{alg}: {copy:?}"
+            );
+            // Lookups by label still see the token object only.
+            assert_eq!(hsm.key_info("signing", &label).unwrap(), info);
             scheme
                 .verify(&spki, SignInput::Message(b"message"), &sig)
                 .unwrap();

@@ -262,18 +262,21 @@ impl FromStr for KeyAlgorithm {
     }
 }
 
-/// The class attribute for finding private keys by label.
+/// The attributes for finding a private key by label: a token object, never the session copy
+/// a key slot signs with (session objects are visible to every session of the process).
 pub(crate) fn private_key_template(label: &str) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Token(true),
         Attribute::Label(label.as_bytes().to_vec()),
     ]
 }
 
-/// The class attribute for finding public keys by label.
+/// The attributes for finding a public key (a token object) by label.
 pub(crate) fn public_key_template(label: &str) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::Token(true),
         Attribute::Label(label.as_bytes().to_vec()),
     ]
 }

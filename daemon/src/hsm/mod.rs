@@ -57,6 +57,29 @@ pub struct KeyInfo {
     pub never_extractable: bool,
 }
 
+impl KeyInfo {
+    /// From the token's answer; an attribute the token did not report counts as unprotected.
+    fn from_attributes(label: &str, attrs: &[Attribute]) -> Self {
+        let mut info = KeyInfo {
+            label: label.to_owned(),
+            sensitive: false,
+            extractable: true,
+            always_sensitive: false,
+            never_extractable: false,
+        };
+        for a in attrs {
+            match a {
+                Attribute::Sensitive(v) => info.sensitive = *v,
+                Attribute::Extractable(v) => info.extractable = *v,
+                Attribute::AlwaysSensitive(v) => info.always_sensitive = *v,
+                Attribute::NeverExtractable(v) => info.never_extractable = *v,
+                _ => {}
+            }
+        }
+        info
+    }
+}
+
 /// The HSM layer. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Hsm {
@@ -247,8 +270,10 @@ impl Hsm {
     pub fn private_key_labels(&self, token: &str) -> Result<Vec<String>, HsmError> {
         let token = self.token(token)?;
         token.with_keeper(&self.inner.ctx, |session| {
-            let handles = session
-                .find_objects(&[Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY)])?;
+            let handles = session.find_objects(&[
+                Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY),
+                Attribute::Token(true),
+            ])?;
             let mut labels = Vec::with_capacity(handles.len());
             for h in handles {
                 for attr in session.get_attributes(h, &[AttributeType::Label])? {
@@ -285,23 +310,28 @@ impl Hsm {
             token: token_ref.label.clone(),
             label: label.to_owned(),
         })?;
-        let mut info = KeyInfo {
-            label: label.to_owned(),
-            sensitive: false,
-            extractable: true,
-            always_sensitive: false,
-            never_extractable: false,
-        };
-        for a in attrs {
-            match a {
-                Attribute::Sensitive(v) => info.sensitive = v,
-                Attribute::Extractable(v) => info.extractable = v,
-                Attribute::AlwaysSensitive(v) => info.always_sensitive = v,
-                Attribute::NeverExtractable(v) => info.never_extractable = v,
-                _ => {}
-            }
-        }
-        Ok(info)
+        Ok(KeyInfo::from_attributes(label, &attrs))
+    }
+
+    /// The object a key slot signs with, as the token reports it: whether it is a token object
+    /// (`false`: the slot's session copy) and its protection attributes.
+    pub fn signing_object_info(&self, key: &KeySlot) -> Result<(bool, KeyInfo), HsmError> {
+        let mut state = lock(&key.state);
+        let (session, handle) = key.ensure(&self.inner.ctx, &mut state)?;
+        let attrs = session
+            .get_attributes(
+                handle,
+                &[
+                    AttributeType::Token,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
+                ],
+            )
+            .map_err(|e| error::map(e, &key.token.label))?;
+        let token_object = attrs.contains(&Attribute::Token(true));
+        Ok((token_object, KeyInfo::from_attributes(&key.label, &attrs)))
     }
 
     /// The slot of one key, created on first use. There is exactly one per key in this
@@ -542,12 +572,43 @@ impl KeySlot {
                     token: self.token.label.clone(),
                     label: self.label.clone(),
                 })?;
+                let k = session_copy(session, k).unwrap_or(k);
                 state.key = Some(k);
                 k
             }
         };
         Ok((session, key))
     }
+}
+
+/// A session-object copy of a token key for this key's own session to sign with: SoftHSM2
+/// re-checks a token object's backing file on every `C_SignInit` (an open, a read and three
+/// `fcntl` locks — a fifth of a P-256 signature's cost), a session object lives in memory. The
+/// copy stays inside the token (`CKA_SENSITIVE` and `CKA_EXTRACTABLE` cannot be relaxed by a
+/// copy, and this checks they were not), and it dies with the session, so every path that
+/// resets the session also drops it. `None` — sign with the token object — when the token
+/// refuses the copy (`CKA_COPYABLE` false, or a policy) or the copy is not as protected.
+fn session_copy(session: &Session, key: ObjectHandle) -> Option<ObjectHandle> {
+    let copy = session
+        .copy_object(key, &[Attribute::Token(false)])
+        .map_err(|e| tracing::debug!(error = %e, "no session copy of the key; signing with the token object"))
+        .ok()?;
+    let protected = session
+        .get_attributes(
+            copy,
+            &[AttributeType::Sensitive, AttributeType::Extractable],
+        )
+        .map(|attrs| {
+            attrs.contains(&Attribute::Sensitive(true))
+                && attrs.contains(&Attribute::Extractable(false))
+        })
+        .unwrap_or(false);
+    if protected {
+        return Some(copy);
+    }
+    tracing::warn!("a session copy of a key was not sensitive and non-extractable; destroyed");
+    let _ = session.destroy_object(copy);
+    None
 }
 
 /// CKM_RSA_PKCS_PSS parameters over a `hash` digest: the MGF1 hash must be the same (SoftHSM2
