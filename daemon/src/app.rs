@@ -42,9 +42,22 @@ pub enum StartError {
     Metrics(String),
 }
 
-/// Everything a request handler may need. Cheap to clone.
+/// Everything a request handler may need. Cheap to clone: one reference count (the router
+/// clones it for every request and middleware), the parts behind [`std::ops::Deref`].
 #[derive(Debug, Clone)]
-pub struct App {
+pub struct App(Arc<AppParts>);
+
+impl std::ops::Deref for App {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`App`].
+#[derive(Debug)]
+pub struct AppParts {
     /// Configuration.
     pub config: Arc<Config>,
     /// HSM layer.
@@ -161,7 +174,7 @@ impl App {
         let ca_pem = x509_cert::Certificate::from_der(&ca_der)
             .and_then(|c| c.to_pem(der::pem::LineEnding::LF))
             .map_err(|e| StartError::Pki(crate::pki::PkiError::Corrupt(e.to_string())))?;
-        let app = App {
+        let app = App(Arc::new(AppParts {
             config: Arc::new(config),
             hsm,
             store,
@@ -174,7 +187,7 @@ impl App {
             signing,
             ca,
             jobs,
-        };
+        }));
         Ok((app, tls))
     }
 }
