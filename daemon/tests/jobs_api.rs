@@ -547,15 +547,16 @@ fn records_jobs_and_proofs_through_the_api() {
                  VALUES ('{key}', 'test', now() + interval '1 hour')"
         ),
     );
-    let finish = |holder: &str| {
+    let finish_with = |holder: &str, key: &str, record: i64| {
         sql(
             &instance,
             &format!(
                 "SELECT jobs_try_finish_batch({batch}, '{holder}', 7, '{key}', \
-                 ARRAY[{first}::bigint], ARRAY['\\x01'::bytea], decode(repeat('00', 32), 'hex'))"
+                 ARRAY[{record}::bigint], ARRAY['\\x01'::bytea], decode(repeat('00', 32), 'hex'))"
             ),
         )
     };
+    let finish = |holder: &str| finish_with(holder, &key, first);
     let state = || {
         sql(
             &instance,
@@ -575,6 +576,22 @@ fn records_jobs_and_proofs_through_the_api() {
     );
     let refused = finish("someone-else");
     assert!(refused.starts_with("SJ001 "), "{refused}");
+    assert_eq!(
+        state(),
+        "claimed 1 5203 running",
+        "a refused batch left changes"
+    );
+    // A key the caller does not hold (SJ003), and a record outside the batch (SJ004): both are
+    // found after the batch row and the lease were already changed, and undone with them.
+    let refused = finish_with("test", "00000000-0000-0000-0000-000000000000", first);
+    assert!(refused.starts_with("SJ003 "), "{refused}");
+    assert_eq!(
+        state(),
+        "claimed 1 5203 running",
+        "a refused batch left changes"
+    );
+    let refused = finish_with("test", &key, 0);
+    assert!(refused.starts_with("SJ004 "), "{refused}");
     assert_eq!(
         state(),
         "claimed 1 5203 running",

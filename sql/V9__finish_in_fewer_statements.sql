@@ -1,0 +1,66 @@
+-- signetd schema 9: jobs_finish_batch in fewer statements. It runs in the audit writer's serial
+-- transaction once per batch; at small batch sizes its statements are a good part of
+-- PostgreSQL's work. The batch row is checked and marked done by one UPDATE (it used to be
+-- locked by a SELECT first), and the key lease is checked and released by one DELETE (it used
+-- to be locked, then deleted by jobs_release_key). Same checks, same errors, same lock order
+-- (batch row, then job row); the whole function still runs inside jobs_try_finish_batch's
+-- exception block, so a refusal undoes everything it did.
+CREATE OR REPLACE FUNCTION jobs_finish_batch(
+    p_batch bigint, p_holder text, p_attempt integer, p_key uuid,
+    p_records bigint[], p_signatures bytea[], p_root bytea
+) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_job    uuid;
+    v_first  bigint;
+    v_last   bigint;
+    v_state  text;
+    v_leased timestamptz;
+    v_count  integer := coalesce(cardinality(p_records), 0);
+    v_now    timestamptz := clock_timestamp();
+BEGIN
+    IF v_count <> coalesce(cardinality(p_signatures), 0)
+       OR length(p_root) IS DISTINCT FROM 32 THEN
+        RAISE EXCEPTION 'bad arguments for batch %', p_batch USING ERRCODE = 'SJ004';
+    END IF;
+    UPDATE batches SET state = 'done', key_id = p_key, signed = v_count, root = p_root,
+           finished_at = v_now, claim_expires_at = NULL
+     WHERE id = p_batch AND state = 'claimed' AND holder = p_holder AND attempts = p_attempt
+    RETURNING job_id, first_record, last_record INTO v_job, v_first, v_last;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'batch % is no longer claimed by this worker', p_batch
+            USING ERRCODE = 'SJ001';
+    END IF;
+    SELECT state INTO v_state FROM jobs WHERE id = v_job FOR SHARE;
+    IF v_state IS DISTINCT FROM 'running' THEN
+        RAISE EXCEPTION 'job % is %', v_job, v_state USING ERRCODE = 'SJ002';
+    END IF;
+    DELETE FROM key_leases
+     WHERE key_id = p_key AND holder = p_holder AND expires_at >= v_now
+    RETURNING acquired_at INTO v_leased;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the lease of key % was lost', p_key USING ERRCODE = 'SJ003';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(p_records) AS r(id) WHERE r.id < v_first OR r.id > v_last)
+    THEN
+        RAISE EXCEPTION 'records outside batch %', p_batch USING ERRCODE = 'SJ004';
+    END IF;
+    INSERT INTO signatures (record_id, batch_id, leaf_index, signature)
+        SELECT u.r, p_batch, (u.n - 1)::integer, u.s
+          FROM unnest(p_records, p_signatures) WITH ORDINALITY AS u(r, s, n);
+    UPDATE batch_leases SET released_at = v_now, outcome = 'done'
+     WHERE batch_id = p_batch AND attempt = p_attempt;
+    -- As jobs_release_key: the key's last use is when the batch began (see V6).
+    UPDATE keys SET last_used_at = greatest(last_used_at, v_leased),
+                    usage_count = usage_count + v_count
+     WHERE id = p_key;
+    PERFORM pg_notify('signetd_jobs', 'key');
+    UPDATE jobs SET state = 'done', finished_at = v_now
+     WHERE id = v_job AND state = 'running'
+       AND NOT EXISTS (SELECT 1 FROM batches WHERE job_id = v_job AND state <> 'done');
+    IF FOUND THEN
+        PERFORM pg_notify('signetd_jobs', 'done');
+        RETURN true;
+    END IF;
+    RETURN false;
+END
+$$;
