@@ -264,6 +264,17 @@ fn bad_input_roles_batches_verify_and_retired_keys() {
     );
     let nokey = format!("key_id={}", uuid::Uuid::new_v4());
     problem(&sign_file(&instance, &daemon, &signer, &nokey, &small), 404);
+    // The refusal comes before the body is needed; the daemon reads the small rest anyway, so
+    // an HTTP/2 client still sending gets the answer and not a reset stream (curl: exit 92).
+    let sixty_k = write(&dir, "sixty-k", &[7u8; 60_000]);
+    for body in [&small, &sixty_k] {
+        for _ in 0..20 {
+            problem(
+                &sign_file(&instance, &daemon, &signer, "ring=ghost", body),
+                404,
+            );
+        }
+    }
     for (query, needle) in [
         ("ring=p256&padding=pss", "padding applies to RSA keys only"),
         ("ring=ed&hash=sha512", "Ed25519"),

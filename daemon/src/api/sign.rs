@@ -218,18 +218,48 @@ impl Hasher {
     }
 }
 
-/// Refuses a declared Content-Length over `limit` before anything is read.
-fn check_length(headers: &HeaderMap, limit: u64, what: &str) -> Result<(), ApiError> {
-    let declared = headers
+/// The Content-Length the client declared, if any.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Refuses a declared Content-Length over `limit` before anything is read.
+fn check_length(headers: &HeaderMap, limit: u64, what: &str) -> Result<(), ApiError> {
+    match declared_length(headers) {
         Some(n) if n > limit => Err(ApiError::too_large(format!(
             "{what} is limited to {limit} bytes"
         ))),
         _ => Ok(()),
     }
+}
+
+/// The request body, read once.
+fn take(body: &mut Option<Body>) -> Result<Body, ApiError> {
+    body.take().ok_or_else(ApiError::internal)
+}
+
+/// Most bytes of an unread body read and dropped before an early refusal goes out.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+/// Longest wait for them.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reads and drops what is left of a small request body that a refusal (unknown ring, no
+/// role, bad query) did not need. An HTTP/2 client still sending when the answer arrives gets
+/// its stream reset (`NO_ERROR`, as RFC 9113 allows), and some — curl among them — then report
+/// a stream error instead of the answer. Bodies declared larger than [`DRAIN_LIMIT`], or not
+/// done within [`DRAIN_TIME`], are left: a large upload is refused without being read.
+async fn drain_small(headers: &HeaderMap, body: Body) {
+    if declared_length(headers).is_some_and(|n| n > DRAIN_LIMIT) {
+        return;
+    }
+    let _ = tokio::time::timeout(
+        DRAIN_TIME,
+        stream_body(body, DRAIN_LIMIT, "the rest of the body", |_| {}),
+    )
+    .await;
 }
 
 /// Feeds the body to `sink` frame by frame, refusing it (413) as soon as it crosses `limit`.
@@ -308,7 +338,13 @@ async fn sign(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let result = sign_inner(&app, &caller, q, &headers, body).await;
+    let mut body = Some(body);
+    let result = sign_inner(&app, &caller, q, &headers, &mut body).await;
+    if result.is_err()
+        && let Some(unread) = body.take()
+    {
+        drain_small(&headers, unread).await;
+    }
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => "busy",
@@ -327,7 +363,7 @@ async fn sign_inner(
     caller: &Caller,
     q: Result<Query<SignQuery>, QueryRejection>,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Option<Body>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let target = parse_target(q.ring, q.key_id)?;
@@ -346,7 +382,7 @@ async fn sign_inner(
         (true, None) => return Err(SchemeError::Ed25519NeedsMessage.into_api()),
         (true, Some(hash)) => {
             let limit = hash.output_len() as u64;
-            let digest = read_limited(headers, body, limit, "a digest")
+            let digest = read_limited(headers, take(body)?, limit, "a digest")
                 .await
                 .map_err(|_| {
                     ApiError::bad_request(format!("a {hash} digest is {} bytes", hash.output_len()))
@@ -357,6 +393,7 @@ async fn sign_inner(
         }
         (false, None) => {
             let limit = cfg.max_ed25519_bytes.min(cfg.max_upload_bytes);
+            let body = take(body)?;
             let message = read_limited(headers, body, limit, "an Ed25519 upload (signed whole)")
                 .await
                 .map_err(|e| count_too_large(app, e))?;
@@ -369,7 +406,7 @@ async fn sign_inner(
             check_length(headers, limit, "an upload").map_err(|e| count_too_large(app, e))?;
             let mut hasher = Hasher::new(hash);
             let mut sha256 = (hash != HashAlg::Sha256).then(sha2::Sha256::new);
-            let n = stream_body(body, limit, "an upload", |d| {
+            let n = stream_body(take(body)?, limit, "an upload", |d| {
                 hasher.update(d);
                 if let Some(s) = &mut sha256 {
                     s.update(d);
