@@ -1,10 +1,10 @@
 -- signetd schema 9: jobs_finish_batch in fewer statements. It runs in the audit writer's serial
 -- transaction once per batch; at small batch sizes its statements are a good part of
--- PostgreSQL's work. The batch row is checked and marked done by one UPDATE (it used to be
--- locked by a SELECT first), and the key lease is checked and released by one DELETE (it used
--- to be locked, then deleted by jobs_release_key). Same checks, same errors, same lock order
--- (batch row, then job row); the whole function still runs inside jobs_try_finish_batch's
--- exception block, so a refusal undoes everything it did.
+-- PostgreSQL's work. The batch row and the key lease are checked, and the batch marked done,
+-- by one UPDATE (the batch used to be locked by a SELECT first, the lease by another), and the
+-- lease is released by one DELETE (it was jobs_release_key's). Same checks, same errors, same
+-- lock order (batch row, job row, lease row); the whole function still runs inside
+-- jobs_try_finish_batch's exception block, so a refusal undoes everything it did.
 CREATE OR REPLACE FUNCTION jobs_finish_batch(
     p_batch bigint, p_holder text, p_attempt integer, p_key uuid,
     p_records bigint[], p_signatures bytea[], p_root bytea
@@ -22,11 +22,21 @@ BEGIN
        OR length(p_root) IS DISTINCT FROM 32 THEN
         RAISE EXCEPTION 'bad arguments for batch %', p_batch USING ERRCODE = 'SJ004';
     END IF;
-    UPDATE batches SET state = 'done', key_id = p_key, signed = v_count, root = p_root,
+    -- The batch and the lease in one statement: the join finds the lease only if the caller
+    -- still holds it (so the key exists, and a key nobody leased cannot fail the foreign key
+    -- outside this function's control).
+    UPDATE batches b SET state = 'done', key_id = l.key_id, signed = v_count, root = p_root,
            finished_at = v_now, claim_expires_at = NULL
-     WHERE id = p_batch AND state = 'claimed' AND holder = p_holder AND attempts = p_attempt
-    RETURNING job_id, first_record, last_record INTO v_job, v_first, v_last;
+      FROM key_leases l
+     WHERE b.id = p_batch AND b.state = 'claimed' AND b.holder = p_holder
+       AND b.attempts = p_attempt
+       AND l.key_id = p_key AND l.holder = p_holder AND l.expires_at >= v_now
+    RETURNING b.job_id, b.first_record, b.last_record INTO v_job, v_first, v_last;
     IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM batches WHERE id = p_batch AND state = 'claimed'
+                      AND holder = p_holder AND attempts = p_attempt) THEN
+            RAISE EXCEPTION 'the lease of key % was lost', p_key USING ERRCODE = 'SJ003';
+        END IF;
         RAISE EXCEPTION 'batch % is no longer claimed by this worker', p_batch
             USING ERRCODE = 'SJ001';
     END IF;
@@ -34,8 +44,7 @@ BEGIN
     IF v_state IS DISTINCT FROM 'running' THEN
         RAISE EXCEPTION 'job % is %', v_job, v_state USING ERRCODE = 'SJ002';
     END IF;
-    DELETE FROM key_leases
-     WHERE key_id = p_key AND holder = p_holder AND expires_at >= v_now
+    DELETE FROM key_leases WHERE key_id = p_key AND holder = p_holder
     RETURNING acquired_at INTO v_leased;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'the lease of key % was lost', p_key USING ERRCODE = 'SJ003';
