@@ -306,12 +306,15 @@ fn bad_input_roles_batches_verify_and_retired_keys() {
         body["detail"].as_str().unwrap().contains("48 bytes"),
         "{body}"
     );
-    // Ed25519 signs the message whole: its own, smaller limit.
+    // Ed25519 signs the message whole: its own, smaller limit. Refused by its declared
+    // length, the small body is still read to its end first (see the 404s above).
     let big = write(&dir, "big", &vec![1u8; 5000]);
-    problem(
-        &sign_file(&instance, &daemon, &signer, "ring=ed", &big),
-        413,
-    );
+    for _ in 0..20 {
+        problem(
+            &sign_file(&instance, &daemon, &signer, "ring=ed", &big),
+            413,
+        );
+    }
     let r = sign_file(&instance, &daemon, &signer, "ring=ed", &small);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["key_id"], ed[0].as_str());

@@ -246,18 +246,19 @@ const DRAIN_LIMIT: u64 = 64 * 1024;
 /// Longest wait for them.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Reads and drops what is left of a small request body that a refusal (unknown ring, no
-/// role, bad query) did not need. An HTTP/2 client still sending when the answer arrives gets
-/// its stream reset (`NO_ERROR`, as RFC 9113 allows), and some — curl among them — then report
-/// a stream error instead of the answer. Bodies declared larger than [`DRAIN_LIMIT`], or not
-/// done within [`DRAIN_TIME`], are left: a large upload is refused without being read.
-async fn drain_small(headers: &HeaderMap, body: Body) {
+/// Reads and drops what is left of a small request body before a refusal goes out (unknown
+/// ring, no role, bad query, over a small limit). An HTTP/2 client still sending when the
+/// answer arrives gets its stream reset (`NO_ERROR`, as RFC 9113 allows), and some — curl 7.88
+/// among them, now and then — then report a stream error instead of the answer. Bodies declared
+/// larger than [`DRAIN_LIMIT`], or with more than that left, or not done within [`DRAIN_TIME`],
+/// are left: a large upload is refused without being read.
+async fn drain_small(headers: &HeaderMap, mut body: Body) {
     if declared_length(headers).is_some_and(|n| n > DRAIN_LIMIT) {
         return;
     }
     let _ = tokio::time::timeout(
         DRAIN_TIME,
-        stream_body(body, DRAIN_LIMIT, "the rest of the body", |_| {}),
+        stream_body(&mut body, DRAIN_LIMIT, "the rest of the body", |_| {}),
     )
     .await;
 }
@@ -265,14 +266,14 @@ async fn drain_small(headers: &HeaderMap, body: Body) {
 /// Feeds the body to `sink` frame by frame, refusing it (413) as soon as it crosses `limit`.
 /// Returns the number of bytes read. Nothing is buffered here.
 async fn stream_body(
-    mut body: Body,
+    body: &mut Body,
     limit: u64,
     what: &str,
     mut sink: impl FnMut(&[u8]),
 ) -> Result<u64, ApiError> {
     let mut total: u64 = 0;
     loop {
-        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
         let Some(frame) = frame else {
             return Ok(total);
         };
@@ -293,17 +294,26 @@ async fn stream_body(
     }
 }
 
-/// Reads a whole body of at most `limit` bytes.
+/// Reads a whole body of at most `limit` bytes. Refused, a small body is read to its end first
+/// ([`drain_small`]).
 async fn read_limited(
     headers: &HeaderMap,
-    body: Body,
+    mut body: Body,
     limit: u64,
     what: &str,
 ) -> Result<Vec<u8>, ApiError> {
-    check_length(headers, limit, what)?;
     let mut buf = Vec::new();
-    stream_body(body, limit, what, |d| buf.extend_from_slice(d)).await?;
-    Ok(buf)
+    let read = match check_length(headers, limit, what) {
+        Ok(()) => stream_body(&mut body, limit, what, |d| buf.extend_from_slice(d)).await,
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok(_) => Ok(buf),
+        Err(e) => {
+            drain_small(headers, body).await;
+            Err(e)
+        }
+    }
 }
 
 fn count_too_large(app: &App, e: ApiError) -> ApiError {
@@ -406,14 +416,21 @@ async fn sign_inner(
             check_length(headers, limit, "an upload").map_err(|e| count_too_large(app, e))?;
             let mut hasher = Hasher::new(hash);
             let mut sha256 = (hash != HashAlg::Sha256).then(sha2::Sha256::new);
-            let n = stream_body(take(body)?, limit, "an upload", |d| {
+            let mut upload = take(body)?;
+            let streamed = stream_body(&mut upload, limit, "an upload", |d| {
                 hasher.update(d);
                 if let Some(s) = &mut sha256 {
                     s.update(d);
                 }
             })
-            .await
-            .map_err(|e| count_too_large(app, e))?;
+            .await;
+            let n = match streamed {
+                Ok(n) => n,
+                Err(e) => {
+                    drain_small(headers, upload).await;
+                    return Err(count_too_large(app, e));
+                }
+            };
             let digest = hasher.finish();
             let sha: [u8; 32] = match sha256 {
                 Some(s) => s.finalize().into(),
