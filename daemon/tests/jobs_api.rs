@@ -522,8 +522,7 @@ fn records_jobs_and_proofs_through_the_api() {
 
     // The audit writer finishes batches without a client-side savepoint: a refusal must undo
     // everything of its batch inside `jobs_try_finish_batch` and come back as a value. Set a
-    // batch up as claimed by "test" with a key leased, then finish it with a record signed
-    // already (invariant 6) and with a claim that is not the caller's.
+    // batch up as claimed by "test" with a key leased, then finish it in four wrong ways.
     let batch = sql_i64(
         &instance,
         &format!("SELECT id FROM batches WHERE job_id = '{id3}' ORDER BY seq LIMIT 1"),
@@ -556,7 +555,6 @@ fn records_jobs_and_proofs_through_the_api() {
             ),
         )
     };
-    let finish = |holder: &str| finish_with(holder, &key, first);
     let state = || {
         sql(
             &instance,
@@ -567,34 +565,23 @@ fn records_jobs_and_proofs_through_the_api() {
             ),
         )
     };
-    let refused = finish("test");
-    assert!(refused.starts_with("23505 "), "{refused}");
-    assert_eq!(
-        state(),
-        "claimed 1 5203 running",
-        "a refused batch left changes"
-    );
-    let refused = finish("someone-else");
-    assert!(refused.starts_with("SJ001 "), "{refused}");
-    assert_eq!(
-        state(),
-        "claimed 1 5203 running",
-        "a refused batch left changes"
-    );
-    // A key the caller does not hold (SJ003), and a record outside the batch (SJ004): both are
-    // found after the batch row and the lease were already changed, and undone with them.
-    let refused = finish_with("test", "00000000-0000-0000-0000-000000000000", first);
-    assert!(refused.starts_with("SJ003 "), "{refused}");
-    assert_eq!(
-        state(),
-        "claimed 1 5203 running",
-        "a refused batch left changes"
-    );
-    let refused = finish_with("test", &key, 0);
-    assert!(refused.starts_with("SJ004 "), "{refused}");
-    assert_eq!(
-        state(),
-        "claimed 1 5203 running",
-        "a refused batch left changes"
-    );
+    // Each refusal leaves the batch claimed, the lease held, no signature added and the job
+    // running: a record signed already (invariant 6), a claim that is not the caller's, a key
+    // the caller does not hold (here one that does not exist), a record outside the batch
+    // (found after the batch row and the lease were changed, and undone with them).
+    let nobody = "00000000-0000-0000-0000-000000000000";
+    for (holder, key, record, code) in [
+        ("test", key.as_str(), first, "23505 "),
+        ("someone-else", key.as_str(), first, "SJ001 "),
+        ("test", nobody, first, "SJ003 "),
+        ("test", key.as_str(), 0, "SJ004 "),
+    ] {
+        let refused = finish_with(holder, key, record);
+        assert!(refused.starts_with(code), "{refused}");
+        assert_eq!(
+            state(),
+            "claimed 1 5203 running",
+            "a refused batch ({code}) left changes"
+        );
+    }
 }
