@@ -37,6 +37,27 @@ BEGIN
 END
 $$;
 
+-- The unsigned records (ids and data, by id) of a batch's range with an id above `p_after` and
+-- at most `p_last`, at most `p_limit` of them: a worker reads its batch in pages. The bounds
+-- are repeated on `signatures` so that the cached generic plan, which cannot see how narrow
+-- the range is, never walks the signatures below it (a merge anti join would otherwise read
+-- every signature from the first).
+CREATE FUNCTION jobs_unsigned_records(
+    p_after bigint, p_last bigint, p_limit integer, OUT r_ids bigint[], OUT r_data bytea[]
+) LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT coalesce(array_agg(p.id ORDER BY p.id), '{}'),
+           coalesce(array_agg(p.data ORDER BY p.id), '{}')
+      INTO r_ids, r_data
+      FROM (SELECT r.id, r.data FROM records r
+             WHERE r.id > p_after AND r.id <= p_last
+               AND NOT EXISTS (SELECT 1 FROM signatures s
+                                WHERE s.record_id = r.id
+                                  AND s.record_id > p_after AND s.record_id <= p_last)
+             ORDER BY r.id LIMIT p_limit) p;
+END
+$$;
+
 -- Claims the next open batch of the running job for `p_holder` until `p_ttl_secs` from now
 -- (a pending batch, or one whose claim expired), leases the least recently used idle key of
 -- the job's ring and writes the lease into the batch's lease history, and reads the first
@@ -73,18 +94,8 @@ BEGIN
         SELECT o_batch, o_attempt, l.key_id, l.holder, l.acquired_at, l.expires_at
           FROM key_leases l WHERE l.key_id = o_key;
     END IF;
-    -- The bounds are repeated on `signatures` so that the cached generic plan, which cannot
-    -- see how narrow the range is, never walks the signatures below it (a merge anti join
-    -- would otherwise read every signature from the first).
-    SELECT coalesce(array_agg(p.id ORDER BY p.id), '{}'),
-           coalesce(array_agg(p.data ORDER BY p.id), '{}')
-      INTO o_ids, o_data
-      FROM (SELECT r.id, r.data FROM records r
-             WHERE r.id >= o_first AND r.id <= o_last
-               AND NOT EXISTS (SELECT 1 FROM signatures s
-                                WHERE s.record_id = r.id
-                                  AND s.record_id >= o_first AND s.record_id <= o_last)
-             ORDER BY r.id LIMIT p_page) p;
+    SELECT r.r_ids, r.r_data INTO o_ids, o_data
+      FROM jobs_unsigned_records(o_first - 1, o_last, p_page) r;
     RETURN NEXT;
 END
 $$;

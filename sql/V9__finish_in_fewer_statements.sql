@@ -1,9 +1,9 @@
 -- signetd schema 9: jobs_finish_batch in fewer statements. It runs in the audit writer's serial
 -- transaction once per batch; at small batch sizes its statements are a good part of
 -- PostgreSQL's work. The batch row and the key lease are checked, and the batch marked done,
--- by one UPDATE (the batch used to be locked by a SELECT first, the lease by another), and the
--- lease is released by one DELETE (it was jobs_release_key's). Same checks, same errors, same
--- lock order (batch row, job row, lease row); the whole function still runs inside
+-- by one UPDATE (the batch used to be locked by a SELECT first, the lease by another); the
+-- lease is released by jobs_release_key as before. Same checks, same errors, same lock order
+-- (batch row, job row, lease row); the whole function still runs inside
 -- jobs_try_finish_batch's exception block, so a refusal undoes everything it did.
 CREATE OR REPLACE FUNCTION jobs_finish_batch(
     p_batch bigint, p_holder text, p_attempt integer, p_key uuid,
@@ -14,7 +14,6 @@ DECLARE
     v_first  bigint;
     v_last   bigint;
     v_state  text;
-    v_leased timestamptz;
     v_count  integer := coalesce(cardinality(p_records), 0);
     v_now    timestamptz := clock_timestamp();
 BEGIN
@@ -44,9 +43,7 @@ BEGIN
     IF v_state IS DISTINCT FROM 'running' THEN
         RAISE EXCEPTION 'job % is %', v_job, v_state USING ERRCODE = 'SJ002';
     END IF;
-    DELETE FROM key_leases WHERE key_id = p_key AND holder = p_holder
-    RETURNING acquired_at INTO v_leased;
-    IF NOT FOUND THEN
+    IF NOT jobs_release_key(p_key, p_holder, v_count::bigint) THEN
         RAISE EXCEPTION 'the lease of key % was lost', p_key USING ERRCODE = 'SJ003';
     END IF;
     IF EXISTS (SELECT 1 FROM unnest(p_records) AS r(id) WHERE r.id < v_first OR r.id > v_last)
@@ -58,11 +55,6 @@ BEGIN
           FROM unnest(p_records, p_signatures) WITH ORDINALITY AS u(r, s, n);
     UPDATE batch_leases SET released_at = v_now, outcome = 'done'
      WHERE batch_id = p_batch AND attempt = p_attempt;
-    -- As jobs_release_key: the key's last use is when the batch began (see V6).
-    UPDATE keys SET last_used_at = greatest(last_used_at, v_leased),
-                    usage_count = usage_count + v_count
-     WHERE id = p_key;
-    PERFORM pg_notify('signetd_jobs', 'key');
     UPDATE jobs SET state = 'done', finished_at = v_now
      WHERE id = v_job AND state = 'running'
        AND NOT EXISTS (SELECT 1 FROM batches WHERE job_id = v_job AND state <> 'done');

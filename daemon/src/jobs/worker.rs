@@ -247,7 +247,7 @@ async fn attempt(
         };
         page = inner
             .store
-            .unsigned_records(after, claim.last, i64::from(PAGE))
+            .unsigned_records(after, claim.last, PAGE)
             .await
             .map_err(|e| {
                 Failure::new(

@@ -183,6 +183,16 @@ fn to_hash(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("hash of {} bytes", bytes.len())))
 }
 
+/// Records as `jobs_unsigned_records` returns them: ids and data in two arrays of one length.
+fn pair_records(ids: Vec<i64>, data: Vec<Vec<u8>>) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    if ids.len() != data.len() {
+        return Err(StoreError::Corrupt(
+            "unsigned records came back as unequal id and data arrays".into(),
+        ));
+    }
+    Ok(ids.into_iter().zip(data).collect())
+}
+
 fn secs(ttl: Duration) -> f64 {
     ttl.as_secs_f64().max(0.001)
 }
@@ -454,13 +464,7 @@ impl Store {
         let Some(batch) = row.try_get::<_, Option<i64>>(2)? else {
             return Ok(ClaimOutcome::Busy(job));
         };
-        let ids: Vec<i64> = row.try_get(7)?;
-        let data: Vec<Vec<u8>> = row.try_get(8)?;
-        if ids.len() != data.len() {
-            return Err(StoreError::Corrupt(
-                "jobs_claim_batch returned unequal id and data arrays".into(),
-            ));
-        }
+        let page = pair_records(row.try_get(7)?, row.try_get(8)?)?;
         let key = match row.try_get::<_, Option<Uuid>>(9)? {
             Some(_) => Some(KeyColumns { row: &row, at: 9 }.read()?),
             None => None,
@@ -474,7 +478,7 @@ impl Store {
             last: row.try_get(5)?,
             attempt: row.try_get(6)?,
             key,
-            page: ids.into_iter().zip(data).collect(),
+            page,
         })))
     }
 
@@ -484,23 +488,14 @@ impl Store {
         &self,
         after: i64,
         last: i64,
-        limit: i64,
+        limit: i32,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let conn = self.pool.get().await?;
-        // The bounds are repeated on `signatures` so that the cached generic plan, which
-        // cannot see how narrow the range is, never walks the signatures below it.
         let stmt = conn
-            .prepare_cached(
-                "SELECT r.id, r.data FROM records r WHERE r.id > $1 AND r.id <= $2 \
-                 AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.record_id = r.id \
-                                 AND s.record_id > $1 AND s.record_id <= $2) \
-                 ORDER BY r.id LIMIT $3",
-            )
+            .prepare_cached("SELECT r_ids, r_data FROM jobs_unsigned_records($1, $2, $3)")
             .await?;
-        let rows = conn.query(&stmt, &[&after, &last, &limit]).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        let row = conn.query_one(&stmt, &[&after, &last, &limit]).await?;
+        pair_records(row.try_get(0)?, row.try_get(1)?)
     }
 
     /// Writes the lease `holder` just took on `key` into the lease history of the batch
