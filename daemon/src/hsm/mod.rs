@@ -373,8 +373,11 @@ impl Hsm {
         // Cheap checks first, so that bad requests never wait for a permit.
         scheme.check(key.algorithm, input.as_input())?;
         let key = key.clone();
-        self.on_token_thread(move |hsm| hsm.sign_blocking(&key, scheme, input.as_input()))
-            .await
+        self.on_token_thread(
+            move |hsm| hsm.sign_blocking(&key, scheme, input.as_input()),
+            |_| (),
+        )
+        .await
     }
 
     /// Signs each of `inputs` with the key under `scheme`, in order, on one blocking thread
@@ -389,29 +392,52 @@ impl Hsm {
         inputs: Vec<SignInputBuf>,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<Vec<Vec<u8>>, HsmError> {
+        self.sign_each_then(key, scheme, inputs, stop, |_| ()).await
+    }
+
+    /// [`Hsm::sign_each`], then `then` with the number of signatures made and verified, run on
+    /// the token thread as soon as the last one is done (or has failed), before the result
+    /// travels back to the caller's task. A key pool passes the key's release here, so the
+    /// next request gets the key without waiting for this one's task to be scheduled. If the
+    /// call is dropped before it reaches the token thread, `then` is dropped unrun.
+    pub async fn sign_each_then(
+        &self,
+        key: &Arc<KeySlot>,
+        scheme: SignatureScheme,
+        inputs: Vec<SignInputBuf>,
+        stop: tokio_util::sync::CancellationToken,
+        then: impl FnOnce(usize) + Send + 'static,
+    ) -> Result<Vec<Vec<u8>>, HsmError> {
         for input in &inputs {
             scheme.check(key.algorithm, input.as_input())?;
         }
         let key = key.clone();
-        self.on_token_thread(move |hsm| {
-            let mut signatures = Vec::with_capacity(inputs.len());
-            for input in &inputs {
-                if stop.is_cancelled() {
-                    break;
+        self.on_token_thread(
+            move |hsm| {
+                let mut signatures = Vec::with_capacity(inputs.len());
+                for input in &inputs {
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    signatures.push(hsm.sign_blocking(&key, scheme, input.as_input())?);
                 }
-                signatures.push(hsm.sign_blocking(&key, scheme, input.as_input())?);
-            }
-            Ok(signatures)
-        })
+                Ok(signatures)
+            },
+            move |made| then(made.as_ref().map_or(0, Vec::len)),
+        )
         .await
     }
 
-    /// Runs `work` on a blocking thread while holding one of the `hsm.max_parallel` permits.
+    /// Runs `work` on a blocking thread while holding one of the `hsm.max_parallel` permits,
+    /// then, on the same thread, gives the permit back and runs `then` on the result: the next
+    /// waiter for the permit (or for whatever `then` releases) is woken from here, not after a
+    /// hop back to this task.
     async fn on_token_thread<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Hsm) -> Result<T, HsmError> + Send + 'static,
+        then: impl FnOnce(&Result<T, HsmError>) + Send + 'static,
     ) -> Result<T, HsmError> {
-        let _permit = self
+        let permit = self
             .inner
             .permits
             .clone()
@@ -419,9 +445,14 @@ impl Hsm {
             .await
             .map_err(|e| HsmError::Worker(e.to_string()))?;
         let hsm = self.clone();
-        tokio::task::spawn_blocking(move || work(&hsm))
-            .await
-            .map_err(|e| HsmError::Worker(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let result = work(&hsm);
+            drop(permit);
+            then(&result);
+            result
+        })
+        .await
+        .map_err(|e| HsmError::Worker(e.to_string()))?
     }
 
     /// The blocking form of [`Hsm::sign`], for callers already off the async runtime (the TLS

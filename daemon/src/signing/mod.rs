@@ -376,29 +376,36 @@ impl Signing {
             .slot()
             .cloned()
             .ok_or_else(|| SigningError::Hsm(HsmError::Worker("empty key guard".into())))?;
-        let start = self.inner.trace.as_ref().map(trace::Trace::now);
-        let result = self
+        let key_id = guard.id();
+        let inner = self.inner.clone();
+        let start = inner.trace.as_ref().map(trace::Trace::now);
+        // The key goes back to its pool from the token thread, right after the signatures
+        // (and after the trace has recorded the operation's end).
+        let release = move |made: usize| {
+            if let (Some(t), Some(start)) = (&inner.trace, start) {
+                t.record(key_id, start, t.now());
+            }
+            if made == count {
+                guard.mark_signed(count as u64);
+            }
+            drop(guard);
+        };
+        let signatures = self
             .inner
             .hsm
-            .sign_each(
+            .sign_each_then(
                 &slot,
                 scheme,
                 inputs,
                 tokio_util::sync::CancellationToken::new(),
+                release,
             )
-            .await;
-        if let (Some(t), Some(start)) = (&self.inner.trace, start) {
-            t.record(guard.id(), start, t.now());
-        }
-        let signatures = result?;
+            .await?;
         if signatures.len() != count {
             return Err(SigningError::Hsm(HsmError::Worker(
                 "the token thread stopped early".into(),
             )));
         }
-        guard.mark_signed(count as u64);
-        let key_id = guard.id();
-        drop(guard);
         Ok((key_id, signatures))
     }
 
