@@ -2,7 +2,8 @@
 //! keys and of 1 key while the daemon traces every token operation's key and start/end time
 //! (`signing.trace_file`). No two operations overlap on one key; with 4 keys the least
 //! recently used idle key is picked, so usage spreads evenly; the usage counts served by the
-//! API match the trace. A full queue answers 503 with Retry-After.
+//! API match the trace. A full queue answers 503 with Retry-After. A key retired while its
+//! lease is being taken signs no more once the retirement is answered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -11,7 +12,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::sign::{Client, account, configure_signing, generate, get, tls_args, write};
+use support::sign::{
+    Client, account, configure_signing, generate, get, post_json, sign_file, tls_args, write,
+};
 use support::{Daemon, Instance, s, wait_until};
 
 /// `clients` curl processes at once, each sending `per_client` requests over its own TLS
@@ -150,7 +153,7 @@ fn no_key_is_used_twice_at_once_and_usage_spreads_evenly() {
     // Sequential requests go round the ring in LRU order: exactly even.
     let before = counts.clone();
     for _ in 0..8 {
-        let r = support::sign::sign_file(&instance, &daemon, &signer, "ring=four", &data);
+        let r = sign_file(&instance, &daemon, &signer, "ring=four", &data);
         assert_eq!(r.status, 200, "{r:?}");
     }
     let ops = read_trace(&trace);
@@ -241,4 +244,55 @@ fn a_full_queue_answers_503_with_retry_after() {
         )),
         "{metrics}"
     );
+}
+
+/// A key retired while the daemon is taking its lease for a waiting request (the lease
+/// committed just before the retirement, the key slot still opening) must not join the ring
+/// afterwards: once the retirement is answered, the key signs no more. Each round races the
+/// first request of a fresh one-key ring against the key's retirement, the retirement a
+/// little later each round to sweep the lease window.
+#[test]
+fn a_key_retired_while_its_lease_is_taken_signs_no_more() {
+    const ROUNDS: usize = 16;
+    let instance = Instance::new();
+    instance.init();
+    let keys: Vec<String> = (0..ROUNDS)
+        .map(|i| generate(&instance, &format!("race{i}"), "ec-p256", 1).remove(0))
+        .collect();
+    let roles: Vec<String> = (0..ROUNDS).map(|i| format!("signer:race{i}")).collect();
+    let signer = account(&instance, "signer", &roles.join(","));
+    let admin = support::sign::admin(&instance);
+    let daemon = instance.serve();
+    let data = write(instance.dir.path(), "data", b"race");
+    let mut signed_first = 0;
+    for (i, key) in keys.iter().enumerate() {
+        let ring = format!("ring=race{i}");
+        let retire_path = format!("/v1/keys/{key}/retire");
+        let (first, retired) = std::thread::scope(|scope| {
+            let first = scope.spawn(|| sign_file(&instance, &daemon, &signer, &ring, &data));
+            std::thread::sleep(Duration::from_micros(700 * (i as u64 % 8)));
+            let retired = scope.spawn(|| {
+                post_json(
+                    &instance,
+                    &daemon,
+                    &admin,
+                    &retire_path,
+                    &serde_json::json!({}),
+                )
+            });
+            (first.join().unwrap(), retired.join().unwrap())
+        });
+        assert_eq!(retired.status, 200, "round {i}: {retired:?}");
+        // Signed before the retirement, or refused: the ring has no active key left.
+        assert!(matches!(first.status, 200 | 409), "round {i}: {first:?}");
+        signed_first += usize::from(first.status == 200);
+        for _ in 0..3 {
+            let r = sign_file(&instance, &daemon, &signer, &ring, &data);
+            assert_eq!(
+                r.status, 409,
+                "round {i}: the retired key {key} signed: {r:?}"
+            );
+        }
+    }
+    eprintln!("{signed_first} of {ROUNDS} first requests signed before the retirement");
 }

@@ -537,8 +537,19 @@ impl Signing {
         let slot = tokio::task::spawn_blocking(move || h.key(&k.token, &k.label, k.algorithm))
             .await
             .map_err(|e| HsmError::Worker(e.to_string()))??;
+        if !pool.add(key.key.id, slot) {
+            // Retired while its lease was being taken: the lease goes back unused.
+            let inner = &self.inner;
+            if let Err(e) = inner
+                .store
+                .release_lease(key.key.id, &inner.holder, 0)
+                .await
+            {
+                tracing::warn!(key = %key.key.id, error = %e, "cannot release a key lease");
+            }
+            return Ok(());
+        }
         lock(&self.inner.key_rings).insert(key.key.id, key.ring.clone());
-        pool.add(key.key.id, slot);
         let m = &self.inner.metrics;
         m.signing_lease_events.with_label_values(&["taken"]).inc();
         m.signing_keys_leased
@@ -576,6 +587,12 @@ impl Signing {
             m.signing_keys_leased
                 .with_label_values(&[&pool.name])
                 .set(pool.len() as i64);
+            // Requests left waiting by a key that went away (retired, lease lost) get a lease
+            // attempt: another key, or a 409 when the ring has none.
+            if pool.kick() {
+                let (s, p) = (self.clone(), pool.clone());
+                tokio::spawn(async move { s.lease_loop(p).await });
+            }
         }
         if last_renew.elapsed() >= ttl / 3 {
             *last_renew = Instant::now();
@@ -888,7 +905,7 @@ impl Signing {
             .await
             .map_err(audit_err)?;
         if let Some(pool) = lock(&self.inner.rings).get(&key.key.ring).cloned() {
-            for (gone, used) in pool.doom(&[id]) {
+            for (gone, used) in pool.retire(id) {
                 let (store, holder) = (self.inner.store.clone(), self.inner.holder.clone());
                 tokio::spawn(async move { store.release_lease(gone, &holder, used).await });
             }

@@ -8,7 +8,7 @@
 //! waiter it can serve. State lives behind a `std::sync::Mutex` that is never held across an
 //! `.await`: every critical section is a few pointer moves.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,12 @@ struct State {
     /// do not ask the database again).
     exhausted_until: Option<Instant>,
     clock: u64,
+    /// Keys retired through this process: never added again, even by a lease that was
+    /// committed before the retirement and is still being adopted.
+    retired: HashSet<Uuid>,
+    /// Doomed keys taken out when their last operation ended, with their unflushed usage:
+    /// their leases are for the maintenance to give back.
+    swept: Vec<(Uuid, i64)>,
 }
 
 /// Why a key could not be had.
@@ -176,7 +182,7 @@ impl RingPool {
         let held = want.is_some_and(|id| st.keys.iter().any(|k| k.id == id));
         let exhausted = st
             .exhausted_until
-            .is_some_and(|t| t > Instant::now() && !st.keys.is_empty() && want.is_none());
+            .is_some_and(|t| t > Instant::now() && Self::usable(&st) && want.is_none());
         let lease = !st.leasing && !held && !exhausted;
         if lease {
             st.leasing = true;
@@ -278,22 +284,43 @@ impl RingPool {
         lock(&self.state).waiters.retain(|w| w.want.is_some());
     }
 
-    /// Number of keys held.
+    /// Number of keys held (doomed ones too, until their lease is given back).
     pub fn len(&self) -> usize {
         lock(&self.state).keys.len()
     }
 
-    /// Whether the pool holds no key.
+    /// Whether the pool holds no key that may still sign (a doomed key serves nobody: waiting
+    /// requests need another lease, or to hear that the ring has no active key).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        !Self::usable(&lock(&self.state))
+    }
+
+    fn usable(st: &State) -> bool {
+        st.keys.iter().any(|k| !k.doomed)
+    }
+
+    /// Marks a lease attempt under way for requests that wait with none running (a doomed
+    /// key that came back left them without a key): `true` when the caller must run one.
+    pub fn kick(&self) -> bool {
+        let mut st = lock(&self.state);
+        st.waiters.retain(|w| !w.tx.is_closed());
+        if st.waiters.is_empty() || st.leasing {
+            return false;
+        }
+        st.leasing = true;
+        true
     }
 
     /// Adds a newly leased key (least recently used keys are leased first, so it starts as
-    /// the least recently used here too) and hands it to a waiter.
-    pub fn add(self: &Arc<Self>, id: Uuid, slot: Arc<KeySlot>) {
+    /// the least recently used here too) and hands it to a waiter. Returns false, adding
+    /// nothing, for a key retired meanwhile (the caller gives its lease back).
+    pub fn add(self: &Arc<Self>, id: Uuid, slot: Arc<KeySlot>) -> bool {
         let mut st = lock(&self.state);
+        if st.retired.contains(&id) {
+            return false;
+        }
         if st.keys.iter().any(|k| k.id == id) {
-            return;
+            return true;
         }
         st.exhausted_until = None;
         let tick = st.keys.iter().map(|k| k.tick).min().unwrap_or(st.clock);
@@ -308,10 +335,11 @@ impl RingPool {
             doomed: false,
         });
         let Some(idx) = st.keys.iter().position(|k| k.id == id) else {
-            return;
+            return true;
         };
         let guard = self.lend(&st.keys[idx]);
         self.dispatch(&mut st, guard);
+        true
     }
 
     fn give_back(self: &Arc<Self>, mut lent: Lent) {
@@ -328,7 +356,10 @@ impl RingPool {
             lent.signed = 0;
         }
         if held.doomed {
-            held.busy = false;
+            // Out at once, so that nothing counts it as a key of the ring any more.
+            let unflushed = held.unflushed;
+            st.keys.retain(|k| k.id != lent.id);
+            st.swept.push((lent.id, unflushed));
             return;
         }
         let guard = KeyGuard { lent: Some(lent) };
@@ -424,13 +455,20 @@ impl RingPool {
         Self::sweep(&mut st)
     }
 
+    /// A key was retired: doomed now if held, and never added again. Returns what
+    /// [`RingPool::doom`] returns.
+    pub fn retire(&self, id: Uuid) -> Vec<(Uuid, i64)> {
+        lock(&self.state).retired.insert(id);
+        self.doom(&[id])
+    }
+
     /// Removes doomed keys that are idle now.
     pub fn sweep_doomed(&self) -> Vec<(Uuid, i64)> {
         Self::sweep(&mut lock(&self.state))
     }
 
     fn sweep(st: &mut State) -> Vec<(Uuid, i64)> {
-        let mut gone = Vec::new();
+        let mut gone = std::mem::take(&mut st.swept);
         st.keys.retain(|k| {
             if k.doomed && !k.busy {
                 gone.push((k.id, k.unflushed));
