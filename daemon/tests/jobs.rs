@@ -154,3 +154,77 @@ fn more_workers_than_keys_wait_for_a_key() {
     assert!(waits > 0.0, "8 workers and 2 keys never waited for a key");
     drop(daemon);
 }
+
+/// A key retired while a job runs finishes no batch after its retirement: the batch it had
+/// out is refused (SJ005) or stopped at the next lease renewal, given up and signed again with
+/// another key; the job still ends with every record signed once, and the retired key's lease
+/// is given back.
+#[test]
+fn a_key_retired_during_a_job_finishes_no_batch_after_it() {
+    const RECORDS: u64 = 6_000;
+    let instance = Instance::new();
+    jobs::configure(&instance, 4, 6);
+    instance.init();
+    jobs::generate_ring(&instance, "rotating", "rsa-2048", 4);
+    jobs::seed(&instance, RECORDS, 64);
+    let daemon = instance.serve();
+    let admin = jobs::admin(&instance);
+    let id = jobs::start_job(&instance, "rotating", 100);
+    // A key a worker holds right now.
+    let started = Instant::now();
+    let key = loop {
+        let leased = jobs::sql(&instance, "SELECT key_id FROM key_leases LIMIT 1");
+        if !leased.is_empty() {
+            break leased;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no key was ever leased"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let r = jobs::api(
+        &instance,
+        &daemon,
+        &admin,
+        &format!("/v1/keys/{key}/retire"),
+        &["-X", "POST"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        jobs::wait_over(&instance, &id, Duration::from_secs(300)),
+        "done"
+    );
+    jobs::check_job(
+        &instance,
+        &id,
+        &Expect {
+            records: RECORDS as i64,
+            keys: 4,
+            balanced: false,
+        },
+    );
+    let after = format!(
+        "SELECT count(*) FROM batches b JOIN keys k ON k.id = b.key_id \
+         WHERE k.id = '{key}' AND b.finished_at > k.retired_at"
+    );
+    assert_eq!(
+        sql_i64(&instance, &after),
+        0,
+        "a retired key finished a batch"
+    );
+    assert_eq!(
+        sql_i64(
+            &instance,
+            &format!("SELECT count(*) FROM key_leases WHERE key_id = '{key}'")
+        ),
+        0,
+        "the retired key is still leased"
+    );
+    let given_up = sql_i64(
+        &instance,
+        &format!("SELECT count(*) FROM batch_leases WHERE key_id = '{key}' AND outcome <> 'done'"),
+    );
+    eprintln!("batches given up with the retired key: {given_up}");
+    drop(daemon);
+}

@@ -584,4 +584,17 @@ fn records_jobs_and_proofs_through_the_api() {
             "a refused batch ({code}) left changes"
         );
     }
+    // A key retired while its batch was out: the batch is refused (found after the key's
+    // release, and undone with everything before it).
+    sql(
+        &instance,
+        &format!("UPDATE keys SET state = 'retired', retired_at = now() WHERE id = '{key}'"),
+    );
+    let refused = finish_with("test", key.as_str(), first + 1);
+    assert!(refused.starts_with("SJ005 "), "{refused}");
+    assert_eq!(
+        state(),
+        "claimed 1 5203 running",
+        "a refused batch (SJ005) left changes"
+    );
 }

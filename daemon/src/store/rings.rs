@@ -234,8 +234,9 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Extends a lease that `holder` still holds. `false` means the lease was lost (expired and
-    /// taken over, or released): the holder must stop using the key.
+    /// Extends a lease that `holder` still holds on a key that may still sign. `false` means
+    /// the lease was lost (expired and taken over, or released) or the key retired: the holder
+    /// must stop using the key.
     pub async fn renew_lease(
         &self,
         id: Uuid,
@@ -245,8 +246,10 @@ impl Store {
         let conn = self.pool.get().await?;
         let n = conn
             .execute(
-                "UPDATE key_leases SET expires_at = clock_timestamp() + make_interval(secs => $3) \
-                 WHERE key_id = $1 AND holder = $2 AND expires_at >= clock_timestamp()",
+                "UPDATE key_leases l SET expires_at = clock_timestamp() + make_interval(secs => $3) \
+                 FROM keys k \
+                 WHERE l.key_id = $1 AND l.holder = $2 AND l.expires_at >= clock_timestamp() \
+                   AND k.id = l.key_id AND k.state = 'active' AND k.retired_at IS NULL",
                 &[&id, &holder, &interval_secs(ttl)],
             )
             .await?;
