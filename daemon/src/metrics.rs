@@ -70,8 +70,9 @@ pub struct Metrics {
     pub signing_queue_wait: prometheus::Histogram,
     /// Keys this process holds a lease on, by ring.
     pub signing_keys_leased: IntGaugeVec,
-    /// Key leases taken, released after idling, and lost (not renewed in time or the key
-    /// retired elsewhere).
+    /// Key lease events: `taken`, `released` (after idling), `lost` (taken over, or the key
+    /// retired elsewhere) and `expired` (could not be renewed in time; the key is dropped
+    /// before another process may lease it).
     pub signing_lease_events: IntCounterVec,
     /// Uploads refused for their size (413).
     pub signing_uploads_too_large: IntCounter,

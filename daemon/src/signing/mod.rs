@@ -286,6 +286,7 @@ impl Signing {
             found.algorithm,
             found.token,
             self.inner.cfg.queue_per_ring,
+            Duration::from_secs(self.inner.cfg.lease_ttl_secs) / 3,
         ));
         Ok(lock(&self.inner.rings)
             .entry(found.name)
@@ -476,6 +477,8 @@ impl Signing {
                 if any && !pool.any_waiter_for_ring() {
                     break;
                 }
+                // Measured before the request: the lease cannot expire before `sent + ttl`.
+                let sent = Instant::now();
                 let leased = match wish {
                     pool::LeaseWish::Key(id) => {
                         inner.store.lease_active_key(id, &inner.holder, ttl).await
@@ -490,7 +493,7 @@ impl Signing {
                 };
                 match leased {
                     Ok(Some(key)) => {
-                        if let Err(e) = self.adopt(&pool, &key).await {
+                        if let Err(e) = self.adopt(&pool, &key, sent + ttl).await {
                             tracing::warn!(ring = %pool.name, key = %key.key.id, error = %e, "leased key cannot be opened");
                             let _ = inner
                                 .store
@@ -532,12 +535,17 @@ impl Signing {
     }
 
     /// Opens the slot of a newly leased key and adds it to the pool.
-    async fn adopt(&self, pool: &Arc<RingPool>, key: &RingKey) -> Result<(), HsmError> {
+    async fn adopt(
+        &self,
+        pool: &Arc<RingPool>,
+        key: &RingKey,
+        valid_until: Instant,
+    ) -> Result<(), HsmError> {
         let (h, k) = (self.inner.hsm.clone(), key.key.clone());
         let slot = tokio::task::spawn_blocking(move || h.key(&k.token, &k.label, k.algorithm))
             .await
             .map_err(|e| HsmError::Worker(e.to_string()))??;
-        if !pool.add(key.key.id, slot) {
+        if !pool.add(key.key.id, slot, valid_until) {
             // Retired while its lease was being taken: the lease goes back unused.
             let inner = &self.inner;
             if let Err(e) = inner
@@ -601,8 +609,10 @@ impl Signing {
                 if held.is_empty() {
                     continue;
                 }
+                let sent = Instant::now();
                 match inner.store.renew_leases(&held, &inner.holder, ttl).await {
                     Ok(usable) => {
+                        pool.confirm(&usable, sent + ttl);
                         let lost: Vec<Uuid> =
                             held.into_iter().filter(|id| !usable.contains(id)).collect();
                         if !lost.is_empty() {
@@ -618,6 +628,23 @@ impl Signing {
                     Err(e) => {
                         tracing::warn!(ring = %pool.name, error = %e, "cannot renew key leases")
                     }
+                }
+            }
+        }
+        // Leases that could not be renewed in time may expire, and another process may then
+        // lease the key (invariant 2): no longer lent (see `RingPool::lendable`), and dropped.
+        for pool in self.pools() {
+            let expiring = pool.expiring();
+            if expiring.is_empty() {
+                continue;
+            }
+            tracing::warn!(ring = %pool.name, keys = ?expiring, "key leases not renewed in time; dropping them");
+            m.signing_lease_events
+                .with_label_values(&["expired"])
+                .inc_by(expiring.len() as u64);
+            for (id, used) in pool.doom(&expiring) {
+                if let Err(e) = inner.store.release_lease(id, &inner.holder, used).await {
+                    tracing::warn!(key = %id, error = %e, "cannot release a key lease");
                 }
             }
         }

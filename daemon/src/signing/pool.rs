@@ -39,6 +39,9 @@ struct Held {
     last_used_at: Option<OffsetDateTime>,
     /// The lease was lost or the key retired: drop it when it comes back.
     doomed: bool,
+    /// Until when the lease is known to hold (measured from before the request that took or
+    /// last renewed it, so never later than the real expiry).
+    valid_until: Instant,
 }
 
 struct Waiter {
@@ -83,6 +86,9 @@ pub struct RingPool {
     /// Configured token name holding the keys.
     pub token: String,
     queue_cap: usize,
+    /// A key is lent only while its lease holds at least this much longer (the time to the
+    /// next renewal): another process may lease it once the lease has expired.
+    margin: Duration,
     state: Mutex<State>,
 }
 
@@ -153,15 +159,27 @@ pub struct Usage {
 }
 
 impl RingPool {
-    /// An empty pool for a ring.
-    pub fn new(name: String, algorithm: KeyAlgorithm, token: String, queue_cap: usize) -> Self {
+    /// An empty pool for a ring; keys are lent only while their lease holds `margin` longer.
+    pub fn new(
+        name: String,
+        algorithm: KeyAlgorithm,
+        token: String,
+        queue_cap: usize,
+        margin: Duration,
+    ) -> Self {
         RingPool {
             name,
             algorithm,
             token,
             queue_cap: queue_cap.max(1),
+            margin,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Whether a key's lease still holds long enough to lend it.
+    fn lendable(&self, k: &Held, now: Instant) -> bool {
+        !k.doomed && k.valid_until > now + self.margin
     }
 
     /// Takes an idle key (the least recently used one, or the one asked for) at once, or
@@ -191,10 +209,11 @@ impl RingPool {
     }
 
     fn take_idle(self: &Arc<Self>, st: &mut State, want: Option<Uuid>) -> Option<KeyGuard> {
+        let now = Instant::now();
         let held = st
             .keys
             .iter_mut()
-            .filter(|k| !k.busy && !k.doomed && want.is_none_or(|id| id == k.id))
+            .filter(|k| !k.busy && self.lendable(k, now) && want.is_none_or(|id| id == k.id))
             .min_by_key(|k| k.tick)?;
         held.busy = true;
         Some(self.lend(held))
@@ -312,9 +331,10 @@ impl RingPool {
     }
 
     /// Adds a newly leased key (least recently used keys are leased first, so it starts as
-    /// the least recently used here too) and hands it to a waiter. Returns false, adding
-    /// nothing, for a key retired meanwhile (the caller gives its lease back).
-    pub fn add(self: &Arc<Self>, id: Uuid, slot: Arc<KeySlot>) -> bool {
+    /// the least recently used here too), its lease valid until `valid_until`, and hands it to
+    /// a waiter. Returns false, adding nothing, for a key retired meanwhile (the caller gives
+    /// its lease back).
+    pub fn add(self: &Arc<Self>, id: Uuid, slot: Arc<KeySlot>, valid_until: Instant) -> bool {
         let mut st = lock(&self.state);
         if st.retired.contains(&id) {
             return false;
@@ -333,6 +353,7 @@ impl RingPool {
             unflushed: 0,
             last_used_at: None,
             doomed: false,
+            valid_until,
         });
         let Some(idx) = st.keys.iter().position(|k| k.id == id) else {
             return true;
@@ -366,13 +387,16 @@ impl RingPool {
         self.dispatch(&mut st, guard);
     }
 
-    /// Hands a key (lent, busy) to the first waiter it can serve, or makes it idle.
+    /// Hands a key (lent, busy) to the first waiter it can serve, or makes it idle (also when
+    /// its lease may expire before the next renewal: the maintenance drops it).
     fn dispatch(&self, st: &mut State, mut guard: KeyGuard) {
         let Some(id) = guard.lent.as_ref().map(|l| l.id) else {
             return;
         };
+        let now = Instant::now();
+        let lendable = st.keys.iter().any(|k| k.id == id && self.lendable(k, now));
         let mut i = 0;
-        while i < st.waiters.len() {
+        while lendable && i < st.waiters.len() {
             if st.waiters[i].tx.is_closed() {
                 st.waiters.remove(i);
                 continue;
@@ -453,6 +477,26 @@ impl RingPool {
             }
         }
         Self::sweep(&mut st)
+    }
+
+    /// The renewal of these leases succeeded: they hold until `valid_until`.
+    pub fn confirm(&self, ids: &[Uuid], valid_until: Instant) {
+        for k in &mut lock(&self.state).keys {
+            if ids.contains(&k.id) {
+                k.valid_until = valid_until;
+            }
+        }
+    }
+
+    /// Held keys (not doomed yet) whose lease may expire before the next renewal.
+    pub fn expiring(&self) -> Vec<Uuid> {
+        let now = Instant::now();
+        lock(&self.state)
+            .keys
+            .iter()
+            .filter(|k| !k.doomed && k.valid_until <= now + self.margin)
+            .map(|k| k.id)
+            .collect()
     }
 
     /// A key was retired: doomed now if held, and never added again. Returns what
