@@ -594,6 +594,14 @@ impl Config {
                     .into(),
             ));
         }
+        // Renewed every third of the lease by a maintenance task that wakes twice a second,
+        // and a key is lent only while its lease holds a third longer: shorter leases could
+        // lapse between two renewals.
+        if sg.lease_ttl_secs < 3 {
+            return Err(ConfigError::Invalid(
+                "signing.lease_ttl_secs must be at least 3".into(),
+            ));
+        }
         if self.database.pool_size == 0 {
             return Err(ConfigError::Invalid(
                 "database.pool_size must be > 0".into(),
@@ -680,6 +688,22 @@ mod tests {
         assert_eq!(config.listen.api.port(), 8443);
         std::fs::write(&path, "[database]\nurl = 1\nbogus = 2\n")?;
         assert!(Config::load(Some(&path)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn signing_leases_outlast_two_renewals() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.toml");
+        let base = "[database]\nurl = \"postgresql://x@/y\"\n[hsm.tokens.ca]\nlabel = \"L\"\npin_env = \"P\"\n[hsm.tokens.audit]\nlabel = \"A\"\npin_env = \"P\"\n";
+        std::fs::write(&path, format!("{base}[signing]\nlease_ttl_secs = 2\n"))?;
+        let err = Config::load(Some(&path)).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("lease_ttl_secs")),
+            "{err:?}"
+        );
+        std::fs::write(&path, format!("{base}[signing]\nlease_ttl_secs = 3\n"))?;
+        assert_eq!(Config::load(Some(&path))?.signing.lease_ttl_secs, 3);
         Ok(())
     }
 }
