@@ -584,13 +584,20 @@ fn records_jobs_and_proofs_through_the_api() {
             "a refused batch ({code}) left changes"
         );
     }
-    // A key retired while its batch was out: the batch is refused (found after the key's
-    // release, and undone with everything before it).
+    // A key retired while its batch was out: the batch is refused (found after the batch was
+    // finished and the key released, and undone with all of it). Every record is signed by
+    // now, so the finish carries none.
     sql(
         &instance,
         &format!("UPDATE keys SET state = 'retired', retired_at = now() WHERE id = '{key}'"),
     );
-    let refused = finish_with("test", key.as_str(), first + 1);
+    let refused = sql(
+        &instance,
+        &format!(
+            "SELECT jobs_try_finish_batch({batch}, 'test', 7, '{key}', ARRAY[]::bigint[], \
+             ARRAY[]::bytea[], decode(repeat('00', 32), 'hex'))"
+        ),
+    );
     assert!(refused.starts_with("SJ005 "), "{refused}");
     assert_eq!(
         state(),
