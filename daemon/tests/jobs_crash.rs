@@ -102,8 +102,6 @@ fn kill_9_during_a_job_keeps_every_guarantee() {
         &format!("SELECT count(*) FROM batches WHERE job_id = '{id}' AND attempts > 1"),
     );
     assert!(retried > 0, "no batch was claimed again");
-    // Keys never stuck behind a dead lease kept level; the others lost at most the rounds
-    // their lease was held after the crash.
     let (min, max) = (
         *counts.values().min().unwrap(),
         *counts.values().max().unwrap(),
@@ -112,9 +110,33 @@ fn kill_9_during_a_job_keeps_every_guarantee() {
         "{kills} kills, {dead} dead leases, {retried} batches retried; per-key batches {min}..={max}"
     );
     assert!(min >= 1, "a key was never used: {counts:?}");
-    // A key can only fall behind by the rounds it spent stuck behind a dead lease (at most
-    // the lease ttl, shorter than a round here); it is first in line once the lease expires.
-    assert!(max - min <= 2, "per-key batch counts drifted: {counts:?}");
+    // Least recently used first (invariant 3), crashes included: a key falls behind the
+    // most used one only by what a dead lease cost it — the attempt that died holding it,
+    // and the batches it missed while the lease had not expired yet (at most the lease ttl,
+    // shorter than a round of all keys here; once the lease expires, the key is first in
+    // line). A key killed in the middle of its batch more than once (the keys taken right
+    // after a restart are the least recently used ones, so the next kill often catches them
+    // again) falls behind more.
+    let dead_leases = jobs::sql(
+        &instance,
+        &format!(
+            "SELECT k.label || ' ' || count(l.*) FROM keys k LEFT JOIN (batch_leases l \
+               JOIN batches b ON b.id = l.batch_id AND b.job_id = '{id}') \
+               ON l.key_id = k.id AND l.released_at IS NULL \
+             WHERE k.ring = 'crash' GROUP BY k.label"
+        ),
+    );
+    assert_eq!(dead_leases.lines().count(), KEYS, "{dead_leases}");
+    for line in dead_leases.lines() {
+        let (label, dead) = line.split_once(' ').unwrap();
+        let dead: i64 = dead.parse().unwrap();
+        let count = counts[label];
+        assert!(
+            max - count <= 1 + 2 * dead,
+            "key {label}: {count} batches with {dead} dead leases, the most used key {max}: \
+             {counts:?}"
+        );
+    }
     jobs::openssl_sample(&instance, &id, 20, "-sha256");
     drop(daemon);
 }
