@@ -3,7 +3,8 @@
 //! (`signing.trace_file`). No two operations overlap on one key; with 4 keys the least
 //! recently used idle key is picked, so usage spreads evenly; the usage counts served by the
 //! API match the trace. A full queue answers 503 with Retry-After. A key retired while its
-//! lease is being taken signs no more once the retirement is answered.
+//! lease is being taken signs no more once the retirement is answered, and a request waiting
+//! for a key that gets retired hears 409 at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -295,4 +296,62 @@ fn a_key_retired_while_its_lease_is_taken_signs_no_more() {
         }
     }
     eprintln!("{signed_first} of {ROUNDS} first requests signed before the retirement");
+}
+
+/// A request for one key by id that waits for it (another daemon holds its lease) hears 409
+/// as soon as the key is retired — through this daemon's API, or by another process — not 503
+/// at the queue timeout.
+#[test]
+fn a_request_waiting_for_a_retired_key_hears_409() {
+    let instance = Instance::new();
+    configure_signing(&instance, "queue_timeout_ms = 30000");
+    instance.init();
+    let keys = generate(&instance, "held", "ec-p256", 2);
+    let signer = account(&instance, "signer", "signer:held");
+    let admin = support::sign::admin(&instance);
+    let daemon = instance.serve();
+    let data = write(instance.dir.path(), "data", b"waiting");
+    for (key, by_api) in [(&keys[0], true), (&keys[1], false)] {
+        instance
+            .pg
+            .psql(
+                "signetd",
+                &format!(
+                    "INSERT INTO key_leases (key_id, holder, expires_at) \
+                     VALUES ('{key}', 'another-daemon', now() + interval '1 hour')"
+                ),
+            )
+            .unwrap();
+        let started = Instant::now();
+        let waited = std::thread::scope(|scope| {
+            let waiting = scope
+                .spawn(|| sign_file(&instance, &daemon, &signer, &format!("key_id={key}"), &data));
+            // Long enough for the request to queue behind the other daemon's lease.
+            std::thread::sleep(Duration::from_millis(1000));
+            if by_api {
+                let r = post_json(
+                    &instance,
+                    &daemon,
+                    &admin,
+                    &format!("/v1/keys/{key}/retire"),
+                    &serde_json::json!({}),
+                );
+                assert_eq!(r.status, 200, "{r:?}");
+            } else {
+                support::sign::keys_cli(&instance, &["retire", key]);
+            }
+            waiting.join().unwrap()
+        });
+        let how = if by_api { "the API" } else { "the CLI" };
+        assert_eq!(waited.status, 409, "retired by {how}: {waited:?}");
+        assert!(
+            waited.body.contains("retired"),
+            "retired by {how}: {waited:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "retired by {how}: the answer took {:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -451,8 +451,12 @@ impl Signing {
                     .observe(started.elapsed().as_secs_f64());
                 Ok(guard)
             }
-            // The pool dropped the request: the ring has no key that may sign.
-            Ok(Err(_)) => Err(SigningError::NoActiveKey(pool.name.clone())),
+            // The pool dropped the request: the key asked for was retired, or the ring has no
+            // key that may sign.
+            Ok(Err(_)) => Err(match want {
+                Some(id) => SigningError::KeyNotActive(id),
+                None => SigningError::NoActiveKey(pool.name.clone()),
+            }),
             Err(_) => {
                 m.signing_queue_rejections
                     .with_label_values(&[&pool.name])
@@ -510,6 +514,15 @@ impl Signing {
                         if any && !self.ring_has_active_key(&pool.name).await {
                             pool.fail_ring_waiters();
                             break;
+                        }
+                        // The key asked for by id was retired (through another process, or
+                        // since the request looked at it): it will never come.
+                        if let pool::LeaseWish::Key(id) = wish
+                            && let Ok(Some(key)) = inner.store.ring_key(id).await
+                            && key_state(&key) != "active"
+                        {
+                            pool.fail_key_waiters(id);
+                            continue;
                         }
                         // Every key is leased elsewhere: wait for one while requests wait.
                         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -303,6 +303,11 @@ impl RingPool {
         lock(&self.state).waiters.retain(|w| w.want.is_some());
     }
 
+    /// Drops every request waiting for key `id` (retired: it will never sign again).
+    pub fn fail_key_waiters(&self, id: Uuid) {
+        lock(&self.state).waiters.retain(|w| w.want != Some(id));
+    }
+
     /// Number of keys held (doomed ones too, until their lease is given back).
     pub fn len(&self) -> usize {
         lock(&self.state).keys.len()
@@ -499,10 +504,11 @@ impl RingPool {
             .collect()
     }
 
-    /// A key was retired: doomed now if held, and never added again. Returns what
-    /// [`RingPool::doom`] returns.
+    /// A key was retired: doomed now if held, never added again, and the requests waiting for
+    /// it by id are dropped. Returns what [`RingPool::doom`] returns.
     pub fn retire(&self, id: Uuid) -> Vec<(Uuid, i64)> {
         lock(&self.state).retired.insert(id);
+        self.fail_key_waiters(id);
         self.doom(&[id])
     }
 
