@@ -144,6 +144,18 @@ pub fn write_env(
     for (name, value) in &vars {
         writeln!(text, "export {name}={}", shell_quote(value))?;
     }
+    // The commands the README shows after sourcing this file (`signetd keys generate ...`) run
+    // the binary that made the instance.
+    if let Some(bin_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        writeln!(
+            text,
+            "export PATH={}:\"$PATH\"",
+            shell_quote(&bin_dir.display().to_string())
+        )?;
+    }
     let path = prepared.dir.join("env");
     std::fs::write(&path, text)?;
     Ok(path)
@@ -161,9 +173,11 @@ pub fn env_vars(
             format!("https://localhost:{}", addresses.api.port()),
         ),
         ("SIGNETD_PUBLIC_URL", format!("http://{}", addresses.public)),
+        // The scrape URL, which is what Prometheus and curl need (the listener answers 404
+        // elsewhere).
         (
             "SIGNETD_METRICS_URL",
-            format!("http://{}", addresses.metrics),
+            format!("http://{}/metrics", addresses.metrics),
         ),
         ("SIGNETD_CA", files.ca.display().to_string()),
         ("SIGNETD_CLIENT_CERT", files.cert.display().to_string()),

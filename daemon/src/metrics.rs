@@ -18,6 +18,9 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     /// Connections open now, by listener.
     pub connections: IntGaugeVec,
+    /// HTTP/1 requests that could not be parsed (answered 400, 414 or 431 by the connection
+    /// itself, before any route), by listener.
+    pub http_parse_errors: IntCounterVec,
     /// PKCS#11 operations by operation and outcome.
     pub hsm_operations: IntCounterVec,
     /// PKCS#11 operation latency by operation.
@@ -120,6 +123,13 @@ impl Metrics {
             )?,
             connections: IntGaugeVec::new(
                 Opts::new("connections_open", "Open connections"),
+                &["listener"],
+            )?,
+            http_parse_errors: IntCounterVec::new(
+                Opts::new(
+                    "http_parse_errors_total",
+                    "HTTP/1 requests refused because they could not be parsed",
+                ),
                 &["listener"],
             )?,
             hsm_operations: IntCounterVec::new(
@@ -272,7 +282,7 @@ impl Metrics {
             )?,
             jobs_running: IntGauge::new("jobs_running", "1 while a batch job runs")?,
             jobs_running_total: IntGauge::new(
-                "jobs_running_records_total",
+                "jobs_running_records",
                 "Records the running job covers",
             )?,
             jobs_running_signed: IntGauge::new(
@@ -285,6 +295,7 @@ impl Metrics {
         m.registry.register(Box::new(m.http_duration.clone()))?;
         m.registry.register(Box::new(m.tls_handshakes.clone()))?;
         m.registry.register(Box::new(m.connections.clone()))?;
+        m.registry.register(Box::new(m.http_parse_errors.clone()))?;
         m.registry.register(Box::new(m.hsm_operations.clone()))?;
         m.registry.register(Box::new(m.hsm_duration.clone()))?;
         m.registry.register(Box::new(m.hsm_token_up.clone()))?;

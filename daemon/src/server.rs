@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::wire::ProblemOnParseError;
 use crate::api::{self, PeerCertificate};
 use crate::app::App;
 use crate::config;
@@ -25,6 +26,11 @@ use crate::crypto;
 use crate::metrics::Metrics;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest HTTP/2 header block read. Above `api::input::MAX_HEADER_BYTES`, so that a request
+/// with too many header bytes reaches the API's check and gets a problem+json 431, instead of
+/// hyper's default of 16 KiB, past which h2 resets the stream or the whole connection. It is
+/// near HTTP/1's read buffer (about 400 KiB), which bounds the same memory per request.
+const H2_MAX_HEADER_LIST: u32 = 512 * 1024;
 
 /// The three bound listeners. Binding is separate from serving so that tests can bind port 0
 /// and read the addresses back.
@@ -177,7 +183,9 @@ async fn accept_loop(listener: TcpListener, ctx: LoopContext) {
 
 #[tracing::instrument(level = "debug", skip_all, fields(listener = ctx.name, %peer))]
 async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &LoopContext) {
+    let parse_errors = ctx.metrics.http_parse_errors.with_label_values(&[ctx.name]);
     let Some(acceptor) = &ctx.tls else {
+        let stream = ProblemOnParseError::new(stream, parse_errors);
         serve(stream, ctx.router.clone(), &ctx.shutdown).await;
         return;
     };
@@ -215,7 +223,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &LoopContext) {
         Some(p) => ctx.router.clone().layer(axum::Extension(p)),
         None => ctx.router.clone(),
     };
-    serve(tls, router, &ctx.shutdown).await;
+    serve(
+        ProblemOnParseError::new(tls, parse_errors),
+        router,
+        &ctx.shutdown,
+    )
+    .await;
 }
 
 async fn serve<S>(stream: S, router: Router, shutdown: &CancellationToken)
@@ -223,7 +236,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = TowerToHyperService::new(router);
-    let builder = ConnBuilder::new(TokioExecutor::new());
+    let mut builder = ConnBuilder::new(TokioExecutor::new());
+    builder.http2().max_header_list_size(H2_MAX_HEADER_LIST);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

@@ -143,11 +143,19 @@ fn dev_serves_quickly_and_its_printed_lines_work() {
             support::s(&dir)
         ));
         assert!(ready.contains("\"ready\""), "{ready}");
+        // The metrics variable is the scrape URL itself.
         let metrics = sh(&format!(
-            ". {}/env && curl -sS \"$SIGNETD_METRICS_URL/metrics\"",
+            ". {}/env && curl -sS --fail \"$SIGNETD_METRICS_URL\"",
             support::s(&dir)
         ));
         assert!(metrics.contains("signetd_hsm_token_up"), "{metrics}");
+        // The README's `signetd ...` lines work as written once the env file is sourced: the
+        // binary that made the instance is on PATH.
+        let keys = sh(&format!(
+            "PATH=/usr/bin:/bin; . {}/env && signetd keys list --json",
+            support::s(&dir)
+        ));
+        assert!(keys.trim_start().starts_with('['), "{keys}");
 
         if round == 0 {
             // The token ceiling, through the env file, for 1 and 2 sessions.

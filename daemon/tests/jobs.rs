@@ -98,7 +98,7 @@ fn hundred_thousand_records_hundred_keys_exactly_once() {
         &format!("signetd_jobs_records_signed_total {RECORDS}"),
         "signetd_jobs_key_lease_waits_total",
         "signetd_jobs_batch_duration_seconds_count 1000",
-        "signetd_jobs_running_records_total",
+        "signetd_jobs_running_records",
     ] {
         assert!(metrics.contains(needle), "metrics lack {needle}");
     }

@@ -19,6 +19,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::input;
 use super::{ApiError, Caller, with_receipt};
 use crate::app::App;
 use crate::audit::Receipt;
@@ -184,34 +185,34 @@ fn parse_records(content_type: &str, raw: &[u8]) -> Result<Vec<Vec<u8>>, ApiErro
             | "application/jsonl"
             | "application/x-jsonlines"
     );
-    let items: Vec<RecordItem> =
-        if ndjson {
-            let text = std::str::from_utf8(raw)
-                .map_err(|_| ApiError::bad_request("NDJSON must be UTF-8"))?;
-            let mut items = Vec::new();
-            for (n, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                if items.len() == crate::jobs::MAX_INGEST_RECORDS {
-                    return Err(ApiError::bad_request(format!(
-                        "at most {} records per request",
-                        crate::jobs::MAX_INGEST_RECORDS
-                    )));
-                }
-                items.push(serde_json::from_str(line).map_err(|e| {
-                    ApiError::bad_request(format!("line {}: bad record: {e}", n + 1))
-                })?);
+    let items: Vec<RecordItem> = if ndjson {
+        let text =
+            std::str::from_utf8(raw).map_err(|_| ApiError::bad_request("NDJSON must be UTF-8"))?;
+        let mut items = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
             }
-            items
-        } else {
-            match serde_json::from_slice(raw)
-                .map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))?
-            {
-                JsonRecords::Object(b) => b.records,
-                JsonRecords::Array(a) => a,
+            if items.len() == crate::jobs::MAX_INGEST_RECORDS {
+                return Err(ApiError::bad_request(format!(
+                    "at most {} records per request",
+                    crate::jobs::MAX_INGEST_RECORDS
+                )));
             }
-        };
+            items.push(
+                input::parse_json(line.as_bytes(), input::Nul::Allowed).map_err(|e| {
+                    ApiError::bad_request(format!("line {}: {}", n + 1, e.detail()))
+                })?,
+            );
+        }
+        items
+    } else {
+        // Record text is stored as bytes, so it may hold U+0000.
+        match input::parse_json(raw, input::Nul::Allowed)? {
+            JsonRecords::Object(b) => b.records,
+            JsonRecords::Array(a) => a,
+        }
+    };
     items
         .into_iter()
         .enumerate()
@@ -300,8 +301,7 @@ async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let raw = read_body(&headers, body, 64 * 1024).await?;
-    let req: CreateJob = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))?;
+    let req: CreateJob = input::parse_json(&raw, input::Nul::Refused)?;
     let who = roles(&["admin", &format!("signer:{}", req.ring)]);
     require_any(
         &app,

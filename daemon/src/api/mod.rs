@@ -3,10 +3,13 @@
 //! the per-request identity check that keeps held and revoked clients out (invariant 7).
 
 mod audit;
+mod body;
+pub mod input;
 mod jobs;
 mod pki;
 mod problem;
 mod sign;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,11 +69,14 @@ pub fn api_router(app: App) -> Router {
         .merge(jobs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(refuse_bad_input))
+        .layer(middleware::from_fn_with_state(app.clone(), audit_refusals))
         .layer(middleware::from_fn_with_state(app.clone(), identify))
         .layer(middleware::from_fn_with_state(
             (app.clone(), "api"),
             observe,
         ))
+        .layer(middleware::from_fn(edge))
         .with_state(app)
 }
 
@@ -91,10 +97,12 @@ pub fn public_router(app: App) -> Router {
         .route("/ocsp/{*request}", get(pki::ocsp_get))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(refuse_bad_public_input))
         .layer(middleware::from_fn_with_state(
             (app.clone(), "public"),
             observe,
         ))
+        .layer(middleware::from_fn(edge))
         .with_state(app)
 }
 
@@ -103,7 +111,89 @@ pub fn metrics_router(app: App) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(edge))
         .with_state(app)
+}
+
+/// The outermost layer of every listener. Request bodies become [`body::Drained`], so an
+/// answer given before an upload was read still reaches the client; and every error answer
+/// is problem+json, also those that axum's extractors and routing produce themselves
+/// (`text/plain` rejections, empty 405s).
+async fn edge(request: Request, next: Next) -> Response {
+    let request = request.map(|b| axum::body::Body::new(body::Drained::new(b)));
+    let response = next.run(request).await;
+    problem::ensure_problem(response).await
+}
+
+/// Refuses, on the API listener, what [`input::check_request`] refuses. Runs inside
+/// [`audit_refusals`], which logs the refusal under the caller like any other.
+async fn refuse_bad_input(request: Request, next: Next) -> Response {
+    match input::check_request(request.uri(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.to_api().into_response(),
+    }
+}
+
+/// Denied requests are audited too (invariant 4): a refusal (4xx) that went out without an
+/// audit receipt — bad input refused at the edge, a malformed body, an unknown ring, a
+/// rejection axum's extractors wrote — gets an entry here, under the caller, with the problem
+/// type as its result, before the answer leaves. Refusals a handler logged itself carry their
+/// receipt and pass untouched; 5xx answers are failures, not refusals, and the log may be
+/// what failed.
+async fn audit_refusals(State(app): State<App>, request: Request, next: Next) -> Response {
+    let caller = request.extensions().get::<Caller>().cloned();
+    let subject = request_subject(&request);
+    let response = next.run(request).await;
+    if !response.status().is_client_error() || response.headers().contains_key("audit-receipt") {
+        return response;
+    }
+    let Some(caller) = caller else {
+        // `identify` runs first and lets no request through without a caller.
+        return response;
+    };
+    let kind = problem::kind_of(&response);
+    let record = caller.record(
+        "request",
+        subject,
+        &serde_json::json!({ "status": response.status().as_u16() }),
+        None,
+        &format!("error:{kind}"),
+    );
+    match app.audit.append(record).await {
+        Ok(receipt) => with_receipt(response, &receipt),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The same refusals on the public listener, which logs nothing (an unauthenticated client
+/// must not grow the audit log).
+async fn refuse_bad_public_input(request: Request, next: Next) -> Response {
+    match input::check_request(request.uri(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.to_api().into_response(),
+    }
+}
+
+/// Longest request path kept in the subject of an audit entry for an unmatched route.
+const MAX_SUBJECT_PATH: usize = 256;
+
+/// `METHOD route` for the audit entry of a refused request: the route's template when it
+/// matched one (no client text at all), else the path as sent (still percent-encoded, so
+/// free of control characters), cut to [`MAX_SUBJECT_PATH`] bytes.
+fn request_subject(request: &Request) -> String {
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(p) => p.as_str().to_owned(),
+        None => {
+            let path = request.uri().path();
+            let mut end = path.len().min(MAX_SUBJECT_PATH);
+            while !path.is_char_boundary(end) {
+                end -= 1;
+            }
+            path[..end].to_owned()
+        }
+    };
+    format!("{} {route}", request.method())
 }
 
 /// Request id, tracing span, and the HTTP metrics.
@@ -164,10 +254,7 @@ async fn identify(State(app): State<App>, mut request: Request, next: Next) -> R
         }
         _ => None,
     };
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || request.uri().path().to_owned(),
-        |p| p.as_str().to_owned(),
-    );
+    let subject = request_subject(&request);
     let (identity, refusal) = match (identity, refusal) {
         (Some(identity), None) => (identity, None),
         (identity, Some(reason)) => (identity.unwrap_or_else(unknown_identity), Some(reason)),
@@ -184,7 +271,7 @@ async fn identify(State(app): State<App>, mut request: Request, next: Next) -> R
     if let Some(reason) = refusal {
         let record = caller.record(
             "request",
-            format!("{} {route}", request.method()),
+            subject,
             &serde_json::json!({}),
             None,
             "error:forbidden",

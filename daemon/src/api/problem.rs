@@ -170,16 +170,39 @@ impl From<HsmError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The problem+json document of this error.
+    pub fn json_body(&self) -> Vec<u8> {
         let body = Body {
             type_: format!("urn:signetd:problem:{}", self.kind),
             title: self.title,
             status: self.status.as_u16(),
             detail: &self.detail,
         };
-        let json = serde_json::to_vec(&body).unwrap_or_default();
+        // A struct of strings and a number always serialises.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// The problem type of an answer made from an [`ApiError`], kept on the response for the
+/// audit of refusals.
+#[derive(Debug, Clone, Copy)]
+struct ProblemKind(&'static str);
+
+/// The problem type (`bad-request`, `not-found`, ...) of an error answer: its own if it was
+/// made from an [`ApiError`], else the one its status implies.
+pub(super) fn kind_of(response: &Response) -> &'static str {
+    response
+        .extensions()
+        .get::<ProblemKind>()
+        .map_or_else(|| kind_and_title(response.status()).0, |k| k.0)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let json = self.json_body();
         let mut response = (self.status, json).into_response();
+        response.extensions_mut().insert(ProblemKind(self.kind));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -196,4 +219,67 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The problem type and title for a status that reached [`ensure_problem`] without a body of
+/// ours.
+fn kind_and_title(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+            ("bad-request", "Bad request")
+        }
+        StatusCode::NOT_FOUND => ("not-found", "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too-large", "Content too large"),
+        StatusCode::URI_TOO_LONG => ("uri-too-long", "URI too long"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ("headers-too-large", "Request header fields too large")
+        }
+        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "Service unavailable"),
+        s if s.is_server_error() => ("internal", "Internal error"),
+        _ => ("http-error", "Request refused"),
+    }
+}
+
+/// Most bytes of a non-problem error body read to use as the detail.
+const MAX_FOREIGN_DETAIL: usize = 1024;
+
+/// Turns an error answer that is not problem+json — a rejection axum's extractors or router
+/// wrote as `text/plain`, or an empty one — into problem+json with the same status and
+/// headers, the original text (client-safe: axum's rejection messages name only what was
+/// wrong with the request) as the detail. Our own answers pass untouched.
+pub(super) async fn ensure_problem(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_FOREIGN_DETAIL)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let (kind, title) = kind_and_title(status);
+    let detail = text.unwrap_or_else(|| {
+        status
+            .canonical_reason()
+            .unwrap_or("the request was refused")
+            .to_owned()
+    });
+    let problem = ApiError::new(status, kind, title, detail).into_response();
+    let (problem_parts, problem_body) = problem.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &problem_parts.headers {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Response::from_parts(parts, problem_body)
 }

@@ -241,28 +241,6 @@ fn take(body: &mut Option<Body>) -> Result<Body, ApiError> {
     body.take().ok_or_else(ApiError::internal)
 }
 
-/// Most bytes of an unread body read and dropped before an early refusal goes out.
-const DRAIN_LIMIT: u64 = 64 * 1024;
-/// Longest wait for them.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Reads and drops what is left of a small request body before a refusal goes out (unknown
-/// ring, no role, bad query, over a small limit). An HTTP/2 client still sending when the
-/// answer arrives gets its stream reset (`NO_ERROR`, as RFC 9113 allows), and some — curl 7.88
-/// among them, now and then — then report a stream error instead of the answer. Bodies declared
-/// larger than [`DRAIN_LIMIT`], or with more than that left, or not done within [`DRAIN_TIME`],
-/// are left: a large upload is refused without being read.
-async fn drain_small(headers: &HeaderMap, mut body: Body) {
-    if declared_length(headers).is_some_and(|n| n > DRAIN_LIMIT) {
-        return;
-    }
-    let _ = tokio::time::timeout(
-        DRAIN_TIME,
-        stream_body(&mut body, DRAIN_LIMIT, "the rest of the body", |_| {}),
-    )
-    .await;
-}
-
 /// Feeds the body to `sink` frame by frame, refusing it (413) as soon as it crosses `limit`.
 /// Returns the number of bytes read. Nothing is buffered here.
 async fn stream_body(
@@ -294,26 +272,18 @@ async fn stream_body(
     }
 }
 
-/// Reads a whole body of at most `limit` bytes. Refused, a small body is read to its end first
-/// ([`drain_small`]).
+/// Reads a whole body of at most `limit` bytes. What a refusal leaves unread is read after
+/// the answer (`api::body`).
 async fn read_limited(
     headers: &HeaderMap,
     mut body: Body,
     limit: u64,
     what: &str,
 ) -> Result<Vec<u8>, ApiError> {
+    check_length(headers, limit, what)?;
     let mut buf = Vec::new();
-    let read = match check_length(headers, limit, what) {
-        Ok(()) => stream_body(&mut body, limit, what, |d| buf.extend_from_slice(d)).await,
-        Err(e) => Err(e),
-    };
-    match read {
-        Ok(_) => Ok(buf),
-        Err(e) => {
-            drain_small(headers, body).await;
-            Err(e)
-        }
-    }
+    stream_body(&mut body, limit, what, |d| buf.extend_from_slice(d)).await?;
+    Ok(buf)
 }
 
 fn count_too_large(app: &App, e: ApiError) -> ApiError {
@@ -324,7 +294,7 @@ fn count_too_large(app: &App, e: ApiError) -> ApiError {
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
+    super::input::parse_json(bytes, super::input::Nul::Refused)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,13 +318,9 @@ async fn sign(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // A refusal's unread body is read after the answer (`api::body`).
     let mut body = Some(body);
     let result = sign_inner(&app, &caller, q, &headers, &mut body).await;
-    if result.is_err()
-        && let Some(unread) = body.take()
-    {
-        drain_small(&headers, unread).await;
-    }
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => "busy",
@@ -424,13 +390,7 @@ async fn sign_inner(
                 }
             })
             .await;
-            let n = match streamed {
-                Ok(n) => n,
-                Err(e) => {
-                    drain_small(headers, upload).await;
-                    return Err(count_too_large(app, e));
-                }
-            };
+            let n = streamed.map_err(|e| count_too_large(app, e))?;
             let digest = hasher.finish();
             let sha: [u8; 32] = match sha256 {
                 Some(s) => s.finalize().into(),
