@@ -31,6 +31,8 @@ pub const DRAIN_BYTES: u64 = 256 * 1024 * 1024;
 pub struct Drained {
     inner: Option<Body>,
     done: bool,
+    /// Dropped once the body has been read to its end or given up on (see [`Drained::watched`]).
+    finished: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drained {
@@ -39,7 +41,18 @@ impl Drained {
         Drained {
             inner: Some(inner),
             done: false,
+            finished: None,
         }
+    }
+
+    /// Wraps a request body, with a receiver that resolves (with an error, as its sender is
+    /// dropped) once the body has been read to its end, by the handler or by the background
+    /// drain, or the drain gave up.
+    pub fn watched(inner: Body) -> (Self, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut drained = Drained::new(inner);
+        drained.finished = Some(tx);
+        (drained, rx)
     }
 }
 
@@ -84,7 +97,11 @@ impl Drop for Drained {
         // Dropped inside a handler or the router, so on the runtime; outside one (a test that
         // builds a request by hand) there is no connection to keep alive either.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(drain(body));
+            let finished = self.finished.take();
+            runtime.spawn(async move {
+                drain(body).await;
+                drop(finished);
+            });
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -120,9 +120,40 @@ pub fn metrics_router(app: App) -> Router {
 /// answer given before an upload was read still reaches the client; and every error answer
 /// is problem+json, also those that axum's extractors and routing produce themselves
 /// (`text/plain` rejections, empty 405s).
+///
+/// Over HTTP/2, an error answer to a request with a declared length (up to
+/// [`body::DRAIN_BYTES`]) waits, at most [`body::DRAIN_TIME`], until the rest of the body has
+/// been read: a client that sees an error status mid-upload (curl does) ends its stream at
+/// once, short of the declared length, and the h2 library answers that with a stream reset
+/// (PROTOCOL_ERROR, RFC 9113 §8.1.1) which can overtake the answer's body still queued.
 async fn edge(request: Request, next: Next) -> Response {
-    let request = request.map(|b| axum::body::Body::new(body::Drained::new(b)));
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let hold = request.version() == Version::HTTP_2
+        && declared.is_some_and(|n| n > 0 && n <= body::DRAIN_BYTES);
+    let (request, finished) = if hold {
+        let mut finished = None;
+        let request = request.map(|b| {
+            let (drained, rx) = body::Drained::watched(b);
+            finished = Some(rx);
+            axum::body::Body::new(drained)
+        });
+        (request, finished)
+    } else {
+        (
+            request.map(|b| axum::body::Body::new(body::Drained::new(b))),
+            None,
+        )
+    };
     let response = next.run(request).await;
+    if let Some(rx) = finished
+        && (response.status().is_client_error() || response.status().is_server_error())
+    {
+        let _ = tokio::time::timeout(body::DRAIN_TIME, rx).await;
+    }
     problem::ensure_problem(response).await
 }
 
@@ -436,17 +467,43 @@ async fn readyz(State(app): State<App>) -> Response {
         tokens.insert(name, state);
     }
     let ready = database == "ok" && tokens.values().all(|s| s == "ok");
-    let body = Readiness {
-        status: if ready { "ready" } else { "unready" },
-        database,
-        tokens,
-    };
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    if ready {
+        let body = Readiness {
+            status: "ready",
+            database,
+            tokens,
+        };
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    // Unready is an error answer like any other: a problem document (RFC 9457) whose
+    // extension members say what is down.
+    let mut down: Vec<String> = Vec::new();
+    if database != "ok" {
+        down.push(format!("database {database}"));
+    }
+    for (name, state) in &tokens {
+        if state != "ok" {
+            down.push(format!("token {name} {state}"));
+        }
+    }
+    let problem = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "Service unavailable",
+        format!("not ready: {}", down.join(", ")),
+    );
+    let mut doc: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&problem.json_body()).unwrap_or_default();
+    doc.insert("readiness".into(), "unready".into());
+    doc.insert("database".into(), database.into());
+    doc.insert(
+        "tokens".into(),
+        serde_json::to_value(&tokens).unwrap_or_default(),
+    );
+    let mut response = problem.into_response();
+    *response.body_mut() = axum::body::Body::from(serde_json::to_vec(&doc).unwrap_or_default());
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    response
 }
 
 async fn ca_pem(State(app): State<App>) -> Response {
