@@ -264,7 +264,10 @@ impl Audit {
         record: Record,
         mutation: Option<(Mutation, Guard)>,
     ) -> Result<Receipt, AuditError> {
-        // Refuse what cannot be encoded before it reaches the writer.
+        // Refuse what cannot be encoded or stored before it reaches the writer: a record that
+        // failed in the writer's transaction would fail every other record of its group.
+        // (The API's edge refuses such text first; this is the writer's own guard.)
+        storable(&record)?;
         probe_entry(&record)
             .encode()
             .map_err(|e| AuditError::Encoding(e.to_string()))?;
@@ -449,6 +452,24 @@ pub struct ConsistencyProof {
     pub proof: Vec<String>,
 }
 
+/// Whether the log can store `record`'s text: PostgreSQL text cannot hold NUL.
+fn storable(record: &Record) -> Result<(), AuditError> {
+    for (field, text) in [
+        ("actor fingerprint", record.actor.fingerprint.as_str()),
+        ("actor account", record.actor.account.as_str()),
+        ("action", record.action.as_str()),
+        ("subject", record.subject.as_str()),
+        ("result", record.result.as_str()),
+    ] {
+        if text.contains('\0') {
+            return Err(AuditError::Encoding(format!(
+                "the entry's {field} holds a NUL character, which the log cannot store"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn probe_entry(record: &Record) -> Entry {
     entry_from(record, 0, 0)
 }
@@ -464,5 +485,34 @@ fn entry_from(record: &Record, seq: u64, time_micros: i64) -> Entry {
         params_digest: record.params_digest,
         output_digest: record.output_digest,
         result: record.result.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_nul_in_any_text_field_is_refused_before_the_writer() {
+        let clean = Record {
+            actor: Actor {
+                fingerprint: "ab".into(),
+                account: "alice".into(),
+            },
+            action: "sign".into(),
+            subject: "ring:r".into(),
+            params_digest: [0; 32],
+            output_digest: None,
+            result: "ok".into(),
+        };
+        assert!(storable(&clean).is_ok());
+        let mut bad = clean.clone();
+        bad.subject = "ring:\0".into();
+        let e = storable(&bad).unwrap_err();
+        assert!(e.to_string().contains("subject"), "{e}");
+        let mut bad = clean;
+        bad.actor.account = "a\0b".into();
+        assert!(storable(&bad).is_err());
     }
 }
