@@ -36,22 +36,16 @@ pub struct Drained {
 }
 
 impl Drained {
-    /// Wraps a request body.
-    pub fn new(inner: Body) -> Self {
-        Drained {
-            inner: Some(inner),
-            done: false,
-            finished: None,
-        }
-    }
-
-    /// Wraps a request body, with a receiver that resolves (with an error, as its sender is
+    /// Wraps a request body; returns it with a receiver that resolves (with an error, as its sender is
     /// dropped) once the body has been read to its end, by the handler or by the background
     /// drain, or the drain gave up.
     pub fn watched(inner: Body) -> (Self, tokio::sync::oneshot::Receiver<()>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut drained = Drained::new(inner);
-        drained.finished = Some(tx);
+        let drained = Drained {
+            inner: Some(inner),
+            done: false,
+            finished: Some(tx),
+        };
         (drained, rx)
     }
 }

@@ -134,22 +134,15 @@ async fn edge(request: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<u64>().ok());
     let hold = request.version() == Version::HTTP_2
         && declared.is_some_and(|n| n > 0 && n <= body::DRAIN_BYTES);
-    let (request, finished) = if hold {
-        let mut finished = None;
-        let request = request.map(|b| {
-            let (drained, rx) = body::Drained::watched(b);
-            finished = Some(rx);
-            axum::body::Body::new(drained)
-        });
-        (request, finished)
-    } else {
-        (
-            request.map(|b| axum::body::Body::new(body::Drained::new(b))),
-            None,
-        )
-    };
+    let mut finished = None;
+    let request = request.map(|b| {
+        let (drained, rx) = body::Drained::watched(b);
+        finished = Some(rx);
+        axum::body::Body::new(drained)
+    });
     let response = next.run(request).await;
-    if let Some(rx) = finished
+    if hold
+        && let Some(rx) = finished
         && (response.status().is_client_error() || response.status().is_server_error())
     {
         let _ = tokio::time::timeout(body::DRAIN_TIME, rx).await;
