@@ -444,6 +444,21 @@ fn tampering_is_found_and_named() {
         for _ in 0..45 {
             whoami_receipt(&instance, &daemon, &admin).expect("receipt");
         }
+        // Past 168 entries, so node 3/20 (entries 160..=167) exists: one connection, many
+        // requests.
+        let (url, ca) = (daemon.api_url("/v1/whoami"), instance.ca());
+        let mut args = vec![
+            "-o",
+            "/dev/null",
+            "--cacert",
+            s(&ca),
+            "--cert",
+            &admin.cert,
+            "--key",
+            &admin.key,
+        ];
+        args.extend(std::iter::repeat_n(url.as_str(), 140));
+        curl(&args);
         // Wait for a checkpoint past entry 40.
         assert!(wait_until(Duration::from_secs(10), || {
             instance
@@ -469,16 +484,28 @@ fn tampering_is_found_and_named() {
         .parse()
         .unwrap();
 
+    let size: u64 = instance
+        .pg
+        .psql("signetd", "SELECT count(*) FROM audit_entries")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(size >= 168, "{size} entries");
     // Each tampering on its own copy of the database, as a superuser bypassing the trigger.
-    let cases: BTreeMap<&str, (&str, u64)> = BTreeMap::from([
+    let cases: BTreeMap<&str, (&str, u64, &str)> = BTreeMap::from([
         (
             "t_byte",
             (
                 "UPDATE audit_entries SET params_digest = set_byte(params_digest, 3, get_byte(params_digest, 3) # 1) WHERE seq = 17",
                 17,
+                "does not match its recorded leaf hash",
             ),
         ),
-        ("t_delete", ("DELETE FROM audit_entries WHERE seq = 23", 23)),
+        (
+            "t_delete",
+            ("DELETE FROM audit_entries WHERE seq = 23", 23, "gap"),
+        ),
         (
             "t_swap",
             (
@@ -486,14 +513,52 @@ fn tampering_is_found_and_named() {
               actor_fingerprint = b.actor_fingerprint, actor_account = b.actor_account, output_digest = b.output_digest, result = b.result \
               FROM (SELECT * FROM audit_entries WHERE seq IN (8, 9)) b WHERE a.seq IN (8, 9) AND b.seq = 17 - a.seq",
                 8,
+                "does not match its recorded leaf hash",
             ),
         ),
         (
             "t_truncate",
-            ("DELETE FROM audit_entries WHERE seq >= 30", 30),
+            (
+                "DELETE FROM audit_entries WHERE seq >= 30",
+                30,
+                "entry is missing",
+            ),
+        ),
+        // Interior nodes: the entries are intact, the proofs served from these rows are not.
+        (
+            "t_node_3_20",
+            (
+                "UPDATE audit_nodes SET hash = sha256(hash) WHERE level = 3 AND idx = 20",
+                160,
+                "node 3/20 does not match the entries under it (160..=167)",
+            ),
+        ),
+        (
+            "t_node_1_0",
+            (
+                "UPDATE audit_nodes SET hash = sha256(hash) WHERE level = 1 AND idx = 0",
+                0,
+                "node 1/0 does not match the entries under it (0..=1)",
+            ),
+        ),
+        (
+            "t_node_gone",
+            (
+                "DELETE FROM audit_nodes WHERE level = 2 AND idx = 1",
+                4,
+                "node 2/1 over entries 4..=7 is not recorded",
+            ),
+        ),
+        (
+            "t_node_extra",
+            (
+                "INSERT INTO audit_nodes SELECT 4, max(idx) + 1, sha256('x') FROM audit_nodes WHERE level = 4",
+                size,
+                "but the log ends at",
+            ),
         ),
     ]);
-    for (db, (sql, expected)) in &cases {
+    for (db, (sql, expected, reason)) in &cases {
         instance
             .pg
             .psql(
@@ -514,6 +579,7 @@ fn tampering_is_found_and_named() {
             out.contains(&format!("first bad entry: {expected}\n")),
             "{db}: expected entry {expected} named (checkpoint {checkpoint}): {out}"
         );
+        assert!(out.contains(reason), "{db}: expected {reason:?}: {out}");
     }
 }
 

@@ -2,6 +2,8 @@
 //! checkpoint's signature, root and consistency with the one before, and name the first bad
 //! entry — and `verify-proof`, the offline check of one entry against a checkpoint.
 
+use std::collections::HashMap;
+
 use signet_merkle::{Entry, Frontier, Hash, NodeId, SignedNote};
 
 use crate::store::Store;
@@ -86,11 +88,11 @@ pub async fn verify_log(
         if entries.is_empty() {
             break;
         }
-        let leaves = store
-            .audit_leaf_hashes(frontier.size(), CHUNK)
-            .await
-            .map_err(db)?;
-        let mut stored_leaves = leaves.into_iter().peekable();
+        let from = frontier.size();
+        let to = from + entries.len() as u64;
+        // Every node these entries complete, compared with the one recomputed: a changed
+        // interior node would otherwise pass here and still be served in proofs.
+        let mut stored = store.audit_nodes_completed(from, to).await.map_err(db)?;
         for entry in entries {
             let seq = frontier.size();
             if entry.seq != seq {
@@ -99,21 +101,9 @@ pub async fn verify_log(
             let leaf = entry
                 .encode()
                 .map_err(|e| bad(Some(seq), format!("cannot encode: {e}")))?;
-            let leaf_hash = signet_merkle::hash_leaf(&leaf);
-            while stored_leaves.peek().is_some_and(|(i, _)| *i < seq) {
-                stored_leaves.next();
+            for (id, hash) in frontier.append(signet_merkle::hash_leaf(&leaf)) {
+                check_node(&mut stored, id, &hash)?;
             }
-            match stored_leaves.peek() {
-                Some((i, h)) if *i == seq && *h == leaf_hash => {}
-                Some((i, _)) if *i == seq => {
-                    return Err(bad(
-                        Some(seq),
-                        "entry does not match its recorded leaf hash",
-                    ));
-                }
-                _ => return Err(bad(Some(seq), "entry has no recorded leaf hash")),
-            }
-            frontier.append(leaf_hash);
             while let Some(cp) = next_checkpoint.peek() {
                 if cp.size() != frontier.size() {
                     break;
@@ -136,6 +126,15 @@ pub async fn verify_log(
                 next_checkpoint.next();
             }
         }
+        if let Some(id) = stored
+            .keys()
+            .min_by_key(|id| (id.index << id.level, id.level))
+        {
+            return Err(bad(
+                Some(id.index << id.level),
+                format!("node {id} is recorded but no entry completes it"),
+            ));
+        }
     }
     if let Some(cp) = next_checkpoint.next() {
         return Err(bad(
@@ -147,24 +146,57 @@ pub async fn verify_log(
             ),
         ));
     }
-    let beyond = store
-        .audit_nodes(&[NodeId {
-            level: 0,
-            index: frontier.size(),
-        }])
-        .await
-        .map_err(db)?;
-    if !beyond.is_empty() {
-        return Err(bad(
-            Some(frontier.size()),
-            "entry is missing: its leaf hash is recorded but the entry is gone",
-        ));
+    if let Some(id) = store.audit_node_beyond(frontier.size()).await.map_err(db)? {
+        return Err(if id.level == 0 {
+            bad(
+                Some(id.index),
+                "entry is missing: its leaf hash is recorded but the entry is gone",
+            )
+        } else {
+            bad(
+                Some(frontier.size()),
+                format!(
+                    "entry is missing: node {id} covers entries {}..{} but the log ends at {} \
+                     entries",
+                    id.index << id.level,
+                    ((id.index + 1) << id.level) - 1,
+                    frontier.size()
+                ),
+            )
+        });
     }
     Ok(VerifyReport {
         entries: frontier.size(),
         checkpoints: checked,
         root: hex::encode(frontier.root()),
     })
+}
+
+/// Checks a recomputed node against the stored one (taken out of `stored`). Leaves keep their
+/// own wording: a changed entry is found as a leaf that does not match.
+fn check_node(
+    stored: &mut HashMap<NodeId, Hash>,
+    id: NodeId,
+    computed: &Hash,
+) -> Result<(), VerifyError> {
+    let first = id.index << id.level;
+    let last = ((id.index + 1) << id.level) - 1;
+    match (stored.remove(&id), id.level) {
+        (Some(h), _) if h == *computed => Ok(()),
+        (Some(_), 0) => Err(bad(
+            Some(first),
+            "entry does not match its recorded leaf hash",
+        )),
+        (None, 0) => Err(bad(Some(first), "entry has no recorded leaf hash")),
+        (Some(_), _) => Err(bad(
+            Some(first),
+            format!("node {id} does not match the entries under it ({first}..={last})"),
+        )),
+        (None, _) => Err(bad(
+            Some(first),
+            format!("node {id} over entries {first}..={last} is not recorded"),
+        )),
+    }
 }
 
 async fn check_consistency(

@@ -103,17 +103,18 @@ pub async fn nodes(
             &[&levels, &idxs],
         )
         .await?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for r in rows {
-        let level: i16 = r.try_get(0)?;
-        let id = NodeId {
-            level: u8::try_from(level).map_err(|_| StoreError::Corrupt("node level".into()))?,
-            index: to_u64(r.try_get(1)?)?,
-        };
-        let hash: Vec<u8> = r.try_get(2)?;
-        out.insert(id, to_hash(&hash)?);
-    }
-    Ok(out)
+    rows.iter().map(node_from_row).collect()
+}
+
+/// A row of `level, idx, hash`.
+fn node_from_row(r: &tokio_postgres::Row) -> Result<(NodeId, Hash), StoreError> {
+    let level: i16 = r.try_get(0)?;
+    let id = NodeId {
+        level: u8::try_from(level).map_err(|_| StoreError::Corrupt("node level".into()))?,
+        index: to_u64(r.try_get(1)?)?,
+    };
+    let hash: Vec<u8> = r.try_get(2)?;
+    Ok((id, to_hash(&hash)?))
 }
 
 /// Appends entries and the nodes they completed, in one statement.
@@ -255,25 +256,64 @@ impl Store {
         rows.iter().map(checkpoint_from_row).collect()
     }
 
-    /// Stored leaf hashes (level-0 nodes) with `from <= idx < from + limit`.
-    pub async fn audit_leaf_hashes(
+    /// Stored nodes completed by the entries `from <= seq < to` (node `(L, I)` is completed
+    /// by entry `(I + 1)·2^L − 1`), in one query on the primary key, one index range per
+    /// level. `verify_log` compares them with the nodes it recomputes from those entries.
+    pub async fn audit_nodes_completed(
         &self,
         from: u64,
-        limit: u64,
-    ) -> Result<Vec<(u64, Hash)>, StoreError> {
+        to: u64,
+    ) -> Result<HashMap<NodeId, Hash>, StoreError> {
         let conn = self.pool.get().await?;
+        // Per level L: the indexes I with from <= (I+1)·2^L − 1 < to, that is
+        // ceil((from+1)/2^L) − 1 <= I < ceil((to+1)/2^L) − 1.
+        let mut levels = Vec::new();
+        let mut lows = Vec::new();
+        let mut highs = Vec::new();
+        for level in 0..64u8 {
+            let span = 1u128 << level;
+            let bound = |n: u64| -> Result<i64, StoreError> {
+                let n = (u128::from(n) + 1).div_ceil(span) - 1;
+                to_i64(u64::try_from(n).map_err(|_| StoreError::Corrupt("node bound".into()))?)
+            };
+            let (lo, hi) = (bound(from)?, bound(to)?);
+            if lo < hi {
+                levels.push(i16::from(level));
+                lows.push(lo);
+                highs.push(hi);
+            }
+        }
         let rows = conn
             .query(
-                "SELECT idx, hash FROM audit_nodes WHERE level = 0 AND idx >= $1 ORDER BY idx LIMIT $2",
-                &[&to_i64(from)?, &to_i64(limit)?],
+                "SELECT n.level, n.idx, n.hash FROM audit_nodes n \
+                 JOIN unnest($1::smallint[], $2::bigint[], $3::bigint[]) AS want(level, lo, hi) \
+                 ON n.level = want.level AND n.idx >= want.lo AND n.idx < want.hi",
+                &[&levels, &lows, &highs],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                let h: Vec<u8> = r.try_get(1)?;
-                Ok((to_u64(r.try_get(0)?)?, to_hash(&h)?))
-            })
-            .collect()
+        rows.iter().map(node_from_row).collect()
+    }
+
+    /// The first stored node (by level, then index) that no tree of `size` entries has: at
+    /// level `L`, an index at or past `size / 2^L`. A log that ends at `size` entries has none.
+    pub async fn audit_node_beyond(&self, size: u64) -> Result<Option<NodeId>, StoreError> {
+        let conn = self.pool.get().await?;
+        let levels: Vec<i16> = (0..64).collect();
+        let lows = (0..64u32)
+            .map(|l| to_i64(size >> l))
+            .collect::<Result<Vec<_>, _>>()?;
+        let row = conn
+            .query_opt(
+                "SELECT n.level, n.idx, n.hash FROM audit_nodes n \
+                 JOIN unnest($1::smallint[], $2::bigint[]) AS want(level, lo) \
+                 ON n.level = want.level AND n.idx >= want.lo \
+                 ORDER BY n.level, n.idx LIMIT 1",
+                &[&levels, &lows],
+            )
+            .await?;
+        row.as_ref()
+            .map(|r| node_from_row(r).map(|(id, _)| id))
+            .transpose()
     }
 
     /// A connection for the audit writer.
