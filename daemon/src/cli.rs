@@ -111,12 +111,19 @@ pub enum Command {
 /// `signetd audit ...`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the whole tree from the database, check every checkpoint's signature, root and
-    /// consistency with the previous one, and name the first bad entry. Exits non-zero on any
-    /// finding.
-    Verify,
+    /// Recompute the whole tree from the database, check every stored node and every
+    /// checkpoint's signature, root and consistency with the previous one, and name the first
+    /// bad entry. Exits non-zero on any finding.
+    Verify {
+        /// A checkpoint held outside the database (the signed note, or the JSON of
+        /// GET /v1/audit/checkpoint): the log must reach its size with its root there, so a
+        /// truncated or rewritten log is found. Repeatable. The one saved in
+        /// `audit.checkpoint_dir` is checked too when it exists.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Vec<PathBuf>,
+    },
     /// Check offline, without the database, that one entry is in the tree a signed checkpoint
-    /// commits to.
+    /// commits to, and/or that this tree extends one the auditor saved earlier.
     VerifyProof {
         /// The checkpoint: the signed note text, or the JSON of GET /v1/audit/checkpoint.
         #[arg(long, value_name = "FILE")]
@@ -128,11 +135,18 @@ pub enum AuditCommand {
         #[arg(long)]
         name: Option<String>,
         /// The entry: one element of GET /v1/audit/entries (JSON with `leaf`).
-        #[arg(long, value_name = "FILE")]
-        entry: PathBuf,
+        #[arg(long, value_name = "FILE", requires = "proof")]
+        entry: Option<PathBuf>,
         /// The inclusion proof: the JSON of GET /v1/audit/proof/inclusion.
-        #[arg(long, value_name = "FILE")]
-        proof: PathBuf,
+        #[arg(long, value_name = "FILE", requires = "entry")]
+        proof: Option<PathBuf>,
+        /// An older checkpoint the auditor holds (note or JSON), which --checkpoint must extend.
+        #[arg(long, value_name = "FILE", requires = "consistency")]
+        trusted: Option<PathBuf>,
+        /// The consistency proof from --trusted's size to --checkpoint's: the JSON of
+        /// GET /v1/audit/proof/consistency.
+        #[arg(long, value_name = "FILE", requires = "trusted")]
+        consistency: Option<PathBuf>,
     },
 }
 

@@ -341,6 +341,12 @@ pub struct Audit {
     pub max_batch: usize,
     /// Most seconds a follower's long poll (`wait`) may last.
     pub max_wait_secs: u64,
+    /// Where the newest signed checkpoint is also written (file `checkpoint`, a C2SP signed
+    /// note) as it is made, outside the database: a verifier holding it finds a database whose
+    /// log was truncated or rewritten, and the daemon refuses to start on one. Default:
+    /// `<state_dir>/checkpoints`. Copy it off the host (or make it a mount of another one) to
+    /// keep it out of reach of whoever can rewrite the database.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 impl Default for Audit {
@@ -352,6 +358,7 @@ impl Default for Audit {
             checkpoint_interval_secs: 10,
             max_batch: 4096,
             max_wait_secs: 60,
+            checkpoint_dir: None,
         }
     }
 }
@@ -521,10 +528,13 @@ impl Config {
             .filter(|key| is_setting(key.as_str()))
             .split("__")
             .lowercase(true);
-        let config: Config = figment
+        let mut config: Config = figment
             .merge(env)
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if config.audit.checkpoint_dir.is_none() {
+            config.audit.checkpoint_dir = Some(config.state_dir.join("checkpoints"));
+        }
         config.validate()?;
         Ok(config)
     }

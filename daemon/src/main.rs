@@ -1,6 +1,6 @@
 //! The `signetd` binary: parses the command line and assembles the library's parts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -41,9 +41,17 @@ fn main() -> anyhow::Result<()> {
         name,
         entry,
         proof,
+        trusted,
+        consistency,
     }) = &cli.command
     {
-        return run_verify_proof(checkpoint, key, name.as_deref(), entry, proof);
+        return run_verify_proof(
+            checkpoint,
+            key,
+            name.as_deref(),
+            entry.as_deref().zip(proof.as_deref()),
+            trusted.as_deref().zip(consistency.as_deref()),
+        );
     }
     let config = Config::load(cli.config.as_deref())?;
     init_logging(&config);
@@ -67,7 +75,9 @@ fn main() -> anyhow::Result<()> {
             token_keys,
             json,
         ),
-        Command::Audit(AuditCommand::Verify) => runtime.block_on(run_audit_verify(config)),
+        Command::Audit(AuditCommand::Verify { checkpoint }) => {
+            runtime.block_on(run_audit_verify(config, &checkpoint))
+        }
         Command::Account(AccountCommand::Create {
             name,
             roles,
@@ -290,18 +300,47 @@ fn run_bench(
     Ok(())
 }
 
-async fn run_audit_verify(config: Config) -> anyhow::Result<()> {
+async fn run_audit_verify(config: Config, checkpoints: &[PathBuf]) -> anyhow::Result<()> {
+    use signetd::audit::saved;
+
     let store = store::Store::connect(&config.database)?;
     let key = store
         .audit_key()
         .await?
         .context("no audit key in the database: run `signetd init` first")?;
     let public_key = signetd::audit::ed25519_public_key(&key)?;
-    match signetd::audit::verify_log(&store, &config.audit.origin, &public_key).await {
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&public_key)?;
+    // The checkpoints given must exist; the one saved by the daemon is checked when it does.
+    let mut held = Vec::new();
+    for file in checkpoints {
+        match saved::read(file, &config.audit.origin, &vk) {
+            Ok(Some(cp)) => held.push(cp),
+            Ok(None) => anyhow::bail!("{}: no such file", file.display()),
+            Err(e) => {
+                println!("audit log BAD: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    if let Some(dir) = &config.audit.checkpoint_dir {
+        match saved::read(&saved::path(dir), &config.audit.origin, &vk) {
+            Ok(Some(cp)) => held.push(cp),
+            Ok(None) => {}
+            Err(e) => {
+                println!("audit log BAD: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    match signetd::audit::verify_log(&store, &config.audit.origin, &public_key, &held).await {
         Ok(report) => {
             println!(
-                "audit log OK: {} entries, {} checkpoints verified, root {}",
-                report.entries, report.checkpoints, report.root
+                "audit log OK: {} entries, {} checkpoints verified ({} of them held outside the \
+                 database), root {}",
+                report.entries,
+                report.checkpoints,
+                held.len(),
+                report.root
             );
             Ok(())
         }
@@ -319,22 +358,35 @@ fn run_verify_proof(
     checkpoint: &Path,
     key: &Path,
     name: Option<&str>,
-    entry: &Path,
-    proof: &Path,
+    inclusion: Option<(&Path, &Path)>,
+    consistency: Option<(&Path, &Path)>,
 ) -> anyhow::Result<()> {
     use base64::Engine as _;
     use ed25519_dalek::pkcs8::DecodePublicKey as _;
 
+    if inclusion.is_none() && consistency.is_none() {
+        anyhow::bail!(
+            "give --entry and --proof (the entry is in the tree), --trusted and --consistency \
+             (the tree extends the one you hold), or both"
+        );
+    }
     let read =
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-    let checkpoint_text = read(checkpoint)?;
-    let note = match serde_json::from_str::<serde_json::Value>(&checkpoint_text) {
-        Ok(v) => v["note"]
-            .as_str()
-            .context("checkpoint JSON without `note`")?
-            .to_owned(),
-        Err(_) => checkpoint_text,
+    // A checkpoint file: the signed note, or the JSON of GET /v1/audit/checkpoint.
+    let note_of = |p: &Path| -> anyhow::Result<String> {
+        let text = read(p)?;
+        Ok(match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => v["note"]
+                .as_str()
+                .with_context(|| format!("{}: checkpoint JSON without `note`", p.display()))?
+                .to_owned(),
+            Err(_) => text,
+        })
     };
+    let json_of = |p: &Path| -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&read(p)?).with_context(|| format!("{}: not JSON", p.display()))
+    };
+    let note = note_of(checkpoint)?;
     let key_text = read(key)?;
     let (key_name, pem) = match serde_json::from_str::<serde_json::Value>(&key_text) {
         Ok(v) => (
@@ -353,18 +405,72 @@ fn run_verify_proof(
     let public_key = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
         .map_err(|e| anyhow::anyhow!("audit public key: {e}"))?
         .to_bytes();
-    let entry: serde_json::Value = serde_json::from_str(&read(entry)?).context("entry JSON")?;
-    let leaf = base64::engine::general_purpose::STANDARD
-        .decode(
-            entry["leaf"]
-                .as_str()
-                .context("entry JSON without `leaf`")?,
-        )
-        .context("entry `leaf` is not base64")?;
-    let proof: serde_json::Value = serde_json::from_str(&read(proof)?).context("proof JSON")?;
-    let seq = proof["seq"].as_u64().context("proof without `seq`")?;
-    let size = proof["size"].as_u64().context("proof without `size`")?;
-    let path = proof["proof"]
+    let bad = |e: signetd::audit::VerifyError| -> ! {
+        println!("BAD: {e}");
+        std::process::exit(1);
+    };
+    if let Some((trusted, proof)) = consistency {
+        let trusted = note_of(trusted)?;
+        let proof = json_of(proof)?;
+        let from = proof["from"]
+            .as_u64()
+            .context("consistency proof without `from`")?;
+        let to = proof["to"]
+            .as_u64()
+            .context("consistency proof without `to`")?;
+        let path = proof_hashes(&proof)?;
+        match signetd::audit::verify_consistency_offline(
+            &note,
+            &trusted,
+            &name,
+            &public_key,
+            from,
+            to,
+            &path,
+        ) {
+            Ok((old, new)) => println!(
+                "OK: the checkpointed tree of {} entries extends the trusted one of {}",
+                new.size(),
+                old.size()
+            ),
+            Err(e) => bad(e),
+        }
+    }
+    if let Some((entry, proof)) = inclusion {
+        let entry = json_of(entry)?;
+        let leaf = base64::engine::general_purpose::STANDARD
+            .decode(
+                entry["leaf"]
+                    .as_str()
+                    .context("entry JSON without `leaf`")?,
+            )
+            .context("entry `leaf` is not base64")?;
+        let proof = json_of(proof)?;
+        let seq = proof["seq"].as_u64().context("proof without `seq`")?;
+        let size = proof["size"].as_u64().context("proof without `size`")?;
+        let path = proof_hashes(&proof)?;
+        match signetd::audit::verify_proof_offline(
+            &note,
+            &name,
+            &public_key,
+            &leaf,
+            seq,
+            size,
+            &path,
+        ) {
+            Ok(entry) => println!(
+                "OK: entry {} ({} by `{}` on {}: {}) is in the checkpointed tree of {size} entries",
+                entry.seq, entry.action, entry.actor_account, entry.subject, entry.result
+            ),
+            Err(e) => bad(e),
+        }
+    }
+    Ok(())
+}
+
+/// The `proof` array of a served proof: hex hashes.
+fn proof_hashes(proof: &serde_json::Value) -> anyhow::Result<Vec<[u8; 32]>> {
+    proof["proof"]
         .as_array()
         .context("proof without `proof`")?
         .iter()
@@ -373,20 +479,7 @@ fn run_verify_proof(
             <[u8; 32]>::try_from(bytes.as_slice())
                 .map_err(|_| anyhow::anyhow!("proof hash is not 32 bytes"))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    match signetd::audit::verify_proof_offline(&note, &name, &public_key, &leaf, seq, size, &path) {
-        Ok(entry) => {
-            println!(
-                "OK: entry {} ({} by `{}` on {}: {}) is in the checkpointed tree of {size} entries",
-                entry.seq, entry.action, entry.actor_account, entry.subject, entry.result
-            );
-            Ok(())
-        }
-        Err(e) => {
-            println!("BAD: {e}");
-            std::process::exit(1);
-        }
-    }
+        .collect()
 }
 
 async fn run_account_create(

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub audit_failures: IntCounter,
     /// Checkpoints signed.
     pub audit_checkpoints: IntCounter,
+    /// Signed checkpoints that could not be written to `audit.checkpoint_dir`.
+    pub audit_checkpoint_save_failures: IntCounter,
     /// Entries in the log as this process last committed.
     pub audit_size: IntGauge,
     /// Database pool: connections that exist.
@@ -174,6 +176,10 @@ impl Metrics {
                 "Audit batches that failed to commit",
             )?,
             audit_checkpoints: IntCounter::new("audit_checkpoints_total", "Checkpoints signed")?,
+            audit_checkpoint_save_failures: IntCounter::new(
+                "audit_checkpoint_save_failures_total",
+                "Signed checkpoints that could not be written to audit.checkpoint_dir",
+            )?,
             audit_size: IntGauge::new("audit_log_entries", "Entries in the audit log")?,
             db_pool_size: IntGauge::new("db_pool_connections", "Pooled database connections")?,
             db_pool_available: IntGauge::new(
@@ -307,6 +313,8 @@ impl Metrics {
             .register(Box::new(m.audit_commit_duration.clone()))?;
         m.registry.register(Box::new(m.audit_failures.clone()))?;
         m.registry.register(Box::new(m.audit_checkpoints.clone()))?;
+        m.registry
+            .register(Box::new(m.audit_checkpoint_save_failures.clone()))?;
         m.registry.register(Box::new(m.audit_size.clone()))?;
         m.registry.register(Box::new(m.db_pool_size.clone()))?;
         m.registry.register(Box::new(m.db_pool_available.clone()))?;

@@ -96,12 +96,21 @@ fn whoami_receipt(instance: &Instance, daemon: &Daemon, client: &Client) -> Opti
 }
 
 fn audit_verify(instance: &Instance, db_url: Option<&str>) -> (bool, String) {
-    let mut cmd = instance.command();
-    cmd.args(["audit", "verify"]);
-    if let Some(url) = db_url {
-        cmd.env("SIGNETD_DATABASE__URL", url);
+    match db_url {
+        Some(url) => audit_verify_with(instance, &[("SIGNETD_DATABASE__URL", url)], &[]),
+        None => audit_verify_with(instance, &[], &[]),
     }
-    let out = cmd.output().unwrap();
+}
+
+/// `signetd audit verify ARGS` with settings overridden by `env`.
+fn audit_verify_with(instance: &Instance, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let out = instance
+        .command()
+        .args(["audit", "verify"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     (
         out.status.success(),
         format!(
@@ -372,6 +381,70 @@ fn receipts_checkpoints_proofs_and_roles() {
     );
     assert_eq!(followed.json()["entries"][0]["seq"], seq, "{followed:?}");
 
+    // The checkpoint the auditor kept (`checkpoint.json`) and a newer one: the newer tree
+    // extends the kept one, checked offline with the served consistency proof.
+    let mut newer = serde_json::Value::Null;
+    assert!(wait_until(Duration::from_secs(10), || {
+        newer = get(&instance, &daemon, &auditor, "/v1/audit/checkpoint").json();
+        newer["size"].as_u64().is_some_and(|n| n > size)
+    }));
+    let to = newer["size"].as_u64().unwrap();
+    std::fs::write(dir.join("newer.json"), newer.to_string()).unwrap();
+    let c = get(
+        &instance,
+        &daemon,
+        &auditor,
+        &format!("/v1/audit/proof/consistency?from={size}&to={to}"),
+    );
+    assert_eq!(c.status, 200, "{c:?}");
+    std::fs::write(dir.join("consistency.json"), &c.body).unwrap();
+    let mut flipped: serde_json::Value = serde_json::from_str(&c.body).unwrap();
+    let first_hash = flipped["proof"][0].as_str().unwrap().to_owned();
+    flipped["proof"][0] = serde_json::Value::String(format!(
+        "{}{}",
+        if first_hash.starts_with('0') {
+            "1"
+        } else {
+            "0"
+        },
+        &first_hash[1..]
+    ));
+    std::fs::write(dir.join("bad-consistency.json"), flipped.to_string()).unwrap();
+    let extends = |checkpoint: &str, trusted: &str, proof: &str| {
+        Command::new(env!("CARGO_BIN_EXE_signetd"))
+            .args(["audit", "verify-proof", "--checkpoint"])
+            .arg(dir.join(checkpoint))
+            .arg("--key")
+            .arg(dir.join("key.json"))
+            .arg("--trusted")
+            .arg(dir.join(trusted))
+            .arg("--consistency")
+            .arg(dir.join(proof))
+            .env_remove("SIGNETD_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let ok = extends("newer.json", "checkpoint.json", "consistency.json");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "of {to} entries extends the trusted one of {size}"
+        )),
+        "{stdout}"
+    );
+    for (checkpoint, trusted, proof) in [
+        ("checkpoint.json", "newer.json", "consistency.json"),
+        ("newer.json", "checkpoint.json", "bad-consistency.json"),
+    ] {
+        let out = extends(checkpoint, trusted, proof);
+        assert!(
+            !out.status.success(),
+            "{checkpoint} extends {trusted} by {proof}?"
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("BAD: "));
+    }
+
     // The whole log verifies.
     let (ok, out) = audit_verify(&instance, None);
     assert!(ok, "{out}");
@@ -581,6 +654,192 @@ fn tampering_is_found_and_named() {
         );
         assert!(out.contains(reason), "{db}: expected {reason:?}: {out}");
     }
+}
+
+/// A copy of the instance's database, changed by `sql` as a superuser bypassing the
+/// append-only trigger; returns the daemon's URL of the copy.
+fn tampered_copy(instance: &Instance, db: &str, sql: &str) -> String {
+    instance
+        .pg
+        .psql(
+            "postgres",
+            &format!("CREATE DATABASE {db} TEMPLATE signetd"),
+        )
+        .unwrap();
+    instance
+        .pg
+        .psql(
+            db,
+            &format!("SET session_replication_role = replica; {sql}"),
+        )
+        .unwrap();
+    instance.pg.url_as("signetd", db)
+}
+
+fn sql_u64(instance: &Instance, sql: &str) -> u64 {
+    let out = instance.pg.psql("signetd", sql).unwrap();
+    out.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{sql}: {out:?}: {e}"))
+}
+
+#[test]
+fn a_saved_checkpoint_finds_truncation_and_proofs_refuse_changed_nodes() {
+    let instance = Instance::new();
+    instance.init();
+    let admin = admin(&instance);
+    let auditor = create_account(&instance, "auditor", "auditor");
+    {
+        let daemon = instance.serve();
+        let (url, ca) = (daemon.api_url("/v1/whoami"), instance.ca());
+        for _ in 0..3 {
+            let mut args = vec![
+                "-o",
+                "/dev/null",
+                "--cacert",
+                s(&ca),
+                "--cert",
+                &admin.cert,
+                "--key",
+                &admin.key,
+            ];
+            args.extend(std::iter::repeat_n(url.as_str(), 40));
+            curl(&args);
+            // Checkpoints come every 20 entries or every second.
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+        assert!(wait_until(Duration::from_secs(10), || {
+            sql_u64(
+                &instance,
+                "SELECT count(*) FROM audit_checkpoints WHERE size >= 20",
+            ) >= 3
+        }));
+    }
+    // The newest checkpoint left the database as it was made.
+    let saved = instance.out.join("checkpoints").join("checkpoint");
+    let note = std::fs::read_to_string(&saved).expect("the saved checkpoint");
+    let size = sql_u64(&instance, "SELECT max(size) FROM audit_checkpoints");
+    let newest = instance
+        .pg
+        .psql(
+            "signetd",
+            "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+        )
+        .unwrap();
+    assert_eq!(note.trim_end(), newest.trim_end(), "saved {saved:?}");
+    let held = instance.dir.path().join("held-checkpoint");
+    std::fs::write(&held, &note).unwrap();
+    let (ok, out) = audit_verify_with(&instance, &[], &["--checkpoint", s(&held)]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("(2 of them held outside the database)"),
+        "{out}"
+    );
+
+    // The tail cut back to an older checkpoint, with its nodes and the newer checkpoint rows:
+    // what is left is consistent in itself.
+    let cut = sql_u64(
+        &instance,
+        &format!("SELECT max(size) FROM audit_checkpoints WHERE size < {size}"),
+    );
+    let url = tampered_copy(
+        &instance,
+        "t_cut",
+        &format!(
+            "DELETE FROM audit_entries WHERE seq >= {cut}; \
+             DELETE FROM audit_nodes WHERE (idx + 1) * (1::bigint << level) > {cut}; \
+             DELETE FROM audit_checkpoints WHERE size > {cut}"
+        ),
+    );
+    let nowhere = instance.dir.path().join("no-checkpoints");
+    let db_only = [
+        ("SIGNETD_DATABASE__URL", url.as_str()),
+        ("SIGNETD_AUDIT__CHECKPOINT_DIR", s(&nowhere)),
+    ];
+    let (ok, out) = audit_verify_with(&instance, &db_only, &[]);
+    assert!(ok, "from the database alone the cut is invisible: {out}");
+    let gone = format!("(entries {cut}..={} are gone)", size - 1);
+    for (what, (ok, out)) in [
+        (
+            "--checkpoint",
+            audit_verify_with(&instance, &db_only, &["--checkpoint", s(&held)]),
+        ),
+        ("the saved checkpoint", audit_verify(&instance, Some(&url))),
+    ] {
+        assert!(!ok, "{what}: the cut is not found: {out}");
+        assert!(
+            out.contains(&format!("first bad entry: {cut}\n")) && out.contains(&gone),
+            "{what}: expected entries {cut}.. named: {out}"
+        );
+    }
+    // The daemon refuses to start on the cut log rather than append to it.
+    let mut serve = instance
+        .command()
+        .env("SIGNETD_DATABASE__URL", &url)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(30), || {
+        serve.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        serve.kill().unwrap();
+    }
+    let refused = serve.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        exited && !refused.status.success(),
+        "serve did not refuse the cut log: {logs}"
+    );
+    assert!(
+        logs.contains(&format!("entries {cut}..={} are gone", size - 1)),
+        "{logs}"
+    );
+
+    // Changed nodes under the checkpoint: a leaf hash (entry 5) and an interior node (1/0,
+    // entries 0..=1). The daemon starts (neither is on the checkpoint's frontier) and refuses
+    // every proof that would be built on them.
+    let url = tampered_copy(
+        &instance,
+        "t_nodes",
+        "UPDATE audit_nodes SET hash = sha256(hash) WHERE (level = 1 AND idx = 0) OR (level = 0 AND idx = 5)",
+    );
+    let dir = instance.dir.path().join("t_nodes-checkpoints");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&held, dir.join("checkpoint")).unwrap();
+    let daemon = instance.serve_with(&[
+        ("SIGNETD_DATABASE__URL", &url),
+        ("SIGNETD_AUDIT__CHECKPOINT_DIR", s(&dir)),
+    ]);
+    for (path, status) in [
+        (format!("/v1/audit/proof/inclusion?seq=2&size={size}"), 500),
+        (format!("/v1/audit/proof/inclusion?seq=5&size={size}"), 500),
+        ("/v1/audit/proof/inclusion?seq=3".to_owned(), 500),
+        (format!("/v1/audit/proof/consistency?from=2&to={size}"), 500),
+        // Proofs that use none of the changed nodes are served.
+        (format!("/v1/audit/proof/consistency?from=1&to={size}"), 200),
+        (
+            format!("/v1/audit/proof/inclusion?seq={}&size={size}", size - 1),
+            200,
+        ),
+        (format!("/v1/audit/proof/inclusion?seq={}", size - 1), 200),
+        (format!("/v1/audit/proof/consistency?from=8&to={size}"), 200),
+        ("/v1/audit/proof/consistency?from=8".to_owned(), 400),
+    ] {
+        let r = get(&instance, &daemon, &auditor, &path);
+        assert_eq!(r.status, status, "{path}: {r:?}");
+        if status != 200 {
+            assert_eq!(r.json()["status"], status, "{path}: {r:?}");
+        }
+    }
+    let logs = daemon.logs.lock().unwrap().join("\n");
+    assert!(
+        logs.contains("does not match its recorded leaf hash")
+            && logs.contains("do not lead to the stored root"),
+        "the refusals are logged: {logs}"
+    );
 }
 
 #[test]

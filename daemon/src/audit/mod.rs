@@ -2,6 +2,8 @@
 //! writer per process (one per database at a time, by advisory lock), receipts, HSM-signed
 //! checkpoints, proofs, and the follow feed. The tree math lives in `signet-merkle`.
 
+pub mod saved;
+mod trust;
 mod verify;
 mod writer;
 
@@ -16,7 +18,9 @@ use sha2::Digest as _;
 use signet_merkle::{Entry, Hash};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use verify::{VerifyReport, verify_log, verify_proof_offline};
+pub use verify::{
+    VerifyError, VerifyReport, verify_consistency_offline, verify_log, verify_proof_offline,
+};
 
 use crate::config;
 use crate::hsm::{Hsm, HsmError};
@@ -171,6 +175,7 @@ pub struct Audit {
     store: Store,
     public_key: Arc<[u8; 32]>,
     cfg: Arc<config::Audit>,
+    trust: Arc<trust::Trust>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -206,6 +211,12 @@ impl Audit {
                 .map_err(|e| AuditError::Key(e.to_string()))??
         };
         let size = store.audit_size().await?;
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(&public_key)
+            .map_err(|e| AuditError::Key(format!("the audit key: {e}")))?;
+        let trust = Arc::new(trust::Trust::new(cfg.origin.clone(), vk));
+        if let Some(dir) = &cfg.checkpoint_dir {
+            check_saved(&store, &trust, dir, &cfg.origin, &vk, size).await?;
+        }
         let (size_tx, size_rx) = watch::channel(size);
         let (jobs, rx) = mpsc::channel(cfg.max_batch.max(1) * 4);
         let cfg = Arc::new(cfg);
@@ -226,6 +237,7 @@ impl Audit {
             store,
             public_key: Arc::new(public_key),
             cfg,
+            trust,
         })
     }
 
@@ -353,10 +365,30 @@ impl Audit {
         let proof = signet_merkle::assemble(&plan, lookup)
             .map_err(|e| AuditError::Corrupt(e.to_string()))?;
         let root = root_of(size, &nodes)?;
-        let leaf_hash = nodes
-            .get(&leaf_id)
-            .copied()
-            .ok_or_else(|| AuditError::Corrupt(format!("leaf {seq} has no stored hash")))?;
+        // Served only if it leads from the entry itself to a root this process trusts.
+        let entry = self
+            .store
+            .audit_entries(seq, 1)
+            .await?
+            .into_iter()
+            .next()
+            .filter(|e| e.seq == seq)
+            .ok_or_else(|| AuditError::Corrupt(format!("entry {seq} is missing")))?;
+        let leaf_hash = entry
+            .leaf_hash()
+            .map_err(|e| AuditError::Corrupt(format!("entry {seq}: {e}")))?;
+        if nodes.get(&leaf_id) != Some(&leaf_hash) {
+            return Err(AuditError::Corrupt(format!(
+                "entry {seq} does not match its recorded leaf hash"
+            )));
+        }
+        if signet_merkle::root_from_inclusion(&leaf_hash, seq, size, &proof).ok() != Some(root) {
+            return Err(AuditError::Corrupt(format!(
+                "the stored nodes on the path of entry {seq} do not lead to the stored root of \
+                 the tree of {size} entries"
+            )));
+        }
+        self.trust.check_root(&self.store, size, &root).await?;
         Ok(InclusionProof {
             seq,
             size,
@@ -386,11 +418,19 @@ impl Audit {
         let nodes = self.store.audit_nodes(&ids).await?;
         let proof = signet_merkle::assemble(&plan, |id| nodes.get(&id).copied())
             .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+        let (from_root, to_root) = (root_of(from, &nodes)?, root_of(to, &nodes)?);
+        // Served only if it holds and ends at a root this process trusts.
+        signet_merkle::verify_consistency(from, to, &from_root, &to_root, &proof).map_err(|e| {
+            AuditError::Corrupt(format!(
+                "the stored nodes give no consistent trees of {from} and {to} entries: {e}"
+            ))
+        })?;
+        self.trust.check_root(&self.store, to, &to_root).await?;
         Ok(ConsistencyProof {
             from,
             to,
-            from_root: hex::encode(root_of(from, &nodes)?),
-            to_root: hex::encode(root_of(to, &nodes)?),
+            from_root: hex::encode(from_root),
+            to_root: hex::encode(to_root),
             proof: proof.iter().map(hex::encode).collect(),
         })
     }
@@ -403,23 +443,72 @@ impl Audit {
     }
 }
 
-/// The root of the tree of `size` entries from its stored frontier nodes.
-pub(crate) fn root_of(
+/// Refuses a log that the checkpoint saved in `dir` does not fit (truncated, rewritten, or
+/// another database), and trusts that checkpoint's tree for the proofs served.
+async fn check_saved(
+    store: &Store,
+    trust: &trust::Trust,
+    dir: &std::path::Path,
+    origin: &str,
+    key: &ed25519_dalek::VerifyingKey,
+    size: u64,
+) -> Result<(), AuditError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        AuditError::Unavailable(format!("audit.checkpoint_dir {}: {e}", dir.display()))
+    })?;
+    let file = saved::path(dir);
+    let Some(saved) = saved::read(&file, origin, key).map_err(AuditError::Corrupt)? else {
+        return Ok(());
+    };
+    let refuse = |why: String| {
+        AuditError::Corrupt(format!(
+            "{why}; the log was truncated or rewritten, or this is another database. Find out \
+             why before starting; if the log was replaced on purpose, move {} away",
+            file.display()
+        ))
+    };
+    let saved_size = saved.checkpoint.size();
+    if saved_size > size {
+        return Err(refuse(format!(
+            "the database's audit log has {size} entries but the checkpoint saved in {} covers \
+             {saved_size}: entries {size}..={} are gone",
+            file.display(),
+            saved_size - 1
+        )));
+    }
+    trust.adopt(store, &saved.note).await.map_err(|e| match e {
+        AuditError::Corrupt(m) => refuse(format!(
+            "the checkpoint saved in {} does not fit the database's log: {m}",
+            file.display()
+        )),
+        other => other,
+    })
+}
+
+/// The tree of `size` entries from its stored frontier nodes.
+pub(crate) fn frontier_of(
     size: u64,
     nodes: &std::collections::HashMap<signet_merkle::NodeId, Hash>,
-) -> Result<Hash, AuditError> {
+) -> Result<signet_merkle::Frontier, AuditError> {
     let hashes = signet_merkle::frontier_ids(size)
         .into_iter()
         .map(|id| {
             nodes
                 .get(&id)
                 .copied()
-                .ok_or_else(|| AuditError::Corrupt(format!("node {id:?} is missing")))
+                .ok_or_else(|| AuditError::Corrupt(format!("node {id} is missing")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     signet_merkle::Frontier::from_nodes(size, hashes)
-        .map(|f| f.root())
         .map_err(|e| AuditError::Corrupt(e.to_string()))
+}
+
+/// The root of the tree of `size` entries from its stored frontier nodes.
+pub(crate) fn root_of(
+    size: u64,
+    nodes: &std::collections::HashMap<signet_merkle::NodeId, Hash>,
+) -> Result<Hash, AuditError> {
+    frontier_of(size, nodes).map(|f| f.root())
 }
 
 /// An inclusion proof as served.

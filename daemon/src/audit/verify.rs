@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use signet_merkle::{Entry, Frontier, Hash, NodeId, SignedNote};
+use signet_merkle::{Checkpoint, Entry, Frontier, Hash, NodeId, SignedNote};
+
+use super::saved::Saved;
 
 use crate::store::Store;
 
@@ -40,11 +42,13 @@ fn bad(seq: Option<u64>, reason: impl Into<String>) -> VerifyError {
 }
 
 /// Recomputes the log from the database and checks it against its stored hashes and signed
-/// checkpoints.
+/// checkpoints, and against checkpoints `saved` outside it (their signatures already checked):
+/// the log must reach each one's size, with its root there.
 pub async fn verify_log(
     store: &Store,
     origin: &str,
     public_key: &[u8; 32],
+    saved: &[Saved],
 ) -> Result<VerifyReport, VerifyError> {
     let db = |e: crate::store::StoreError| bad(None, format!("database: {e}"));
     let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key)
@@ -73,8 +77,14 @@ pub async fn verify_log(
                 ),
             ));
         }
-        expected.push(checkpoint);
+        expected.push((checkpoint, None));
     }
+    expected.extend(
+        saved
+            .iter()
+            .map(|s| (s.checkpoint.clone(), Some(s.file.as_path()))),
+    );
+    expected.sort_by_key(|(cp, _)| cp.size());
 
     let mut frontier = Frontier::empty();
     let mut next_checkpoint = expected.iter().peekable();
@@ -104,7 +114,7 @@ pub async fn verify_log(
             for (id, hash) in frontier.append(signet_merkle::hash_leaf(&leaf)) {
                 check_node(&mut stored, id, &hash)?;
             }
-            while let Some(cp) = next_checkpoint.peek() {
+            while let Some((cp, file)) = next_checkpoint.peek() {
                 if cp.size() != frontier.size() {
                     break;
                 }
@@ -112,8 +122,8 @@ pub async fn verify_log(
                     return Err(bad(
                         Some(previous.map_or(0, |(s, _)| s)),
                         format!(
-                            "checkpoint at size {} does not match the entries after size {}",
-                            cp.size(),
+                            "{} does not match the entries after size {}",
+                            describe(cp, *file),
                             previous.map_or(0, |(s, _)| s)
                         ),
                     ));
@@ -136,13 +146,18 @@ pub async fn verify_log(
             ));
         }
     }
-    if let Some(cp) = next_checkpoint.next() {
+    if let Some((cp, file)) = next_checkpoint.next_back() {
+        // The largest checkpoint names the whole missing range.
         return Err(bad(
             Some(frontier.size()),
             format!(
-                "entry is missing: the log ends at {} entries but a checkpoint covers {}",
+                "entry is missing: the log ends at {} entries but {} covers {} (entries {}..={} \
+                 are gone)",
                 frontier.size(),
-                cp.size()
+                describe(cp, *file),
+                cp.size(),
+                frontier.size(),
+                cp.size() - 1
             ),
         ));
     }
@@ -196,6 +211,17 @@ fn check_node(
             Some(first),
             format!("node {id} over entries {first}..={last} is not recorded"),
         )),
+    }
+}
+
+fn describe(checkpoint: &Checkpoint, file: Option<&std::path::Path>) -> String {
+    match file {
+        None => format!("the checkpoint at size {}", checkpoint.size()),
+        Some(file) => format!(
+            "the checkpoint saved in {} (size {})",
+            file.display(),
+            checkpoint.size()
+        ),
     }
 }
 
@@ -273,4 +299,51 @@ pub fn verify_proof_offline(
         )
     })?;
     Ok(entry)
+}
+
+/// Checks offline that the tree `note` (a checkpoint signed by `name` with `public_key`)
+/// commits to extends the tree of `trusted`, an older checkpoint the auditor holds, given the
+/// consistency proof from `proof_from` to `proof_to` entries. Returns both checkpoints, the
+/// older first.
+pub fn verify_consistency_offline(
+    note: &str,
+    trusted: &str,
+    name: &str,
+    public_key: &[u8; 32],
+    proof_from: u64,
+    proof_to: u64,
+    proof: &[Hash],
+) -> Result<(Checkpoint, Checkpoint), VerifyError> {
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key)
+        .map_err(|e| bad(None, format!("public key: {e}")))?;
+    let open = |text: &str, what: &str| {
+        SignedNote::parse(text)
+            .and_then(|n| n.verify(name, &vk))
+            .map_err(|e| bad(None, format!("{what}: {e}")))
+    };
+    let new = open(note, "checkpoint")?;
+    let old = open(trusted, "trusted checkpoint")?;
+    if (proof_from, proof_to) != (old.size(), new.size()) {
+        return Err(bad(
+            None,
+            format!(
+                "the consistency proof is from {proof_from} to {proof_to} entries, but the trusted \
+                 checkpoint has {} and the checkpoint {}",
+                old.size(),
+                new.size()
+            ),
+        ));
+    }
+    signet_merkle::verify_consistency(old.size(), new.size(), old.root(), new.root(), proof)
+        .map_err(|e| {
+            bad(
+                Some(old.size().min(new.size())),
+                format!(
+                    "the checkpoint of {} entries does not extend the trusted one of {}: {e}",
+                    new.size(),
+                    old.size()
+                ),
+            )
+        })?;
+    Ok((old, new))
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use signet_merkle::{Checkpoint, Frontier, Hash, NoteSignature, SignedNote};
+use signet_merkle::{Checkpoint, Frontier, NoteSignature, SignedNote};
 use tokio::sync::{mpsc, watch};
 
 use super::{AuditError, Guard, Job, Mutation, Receipt, entry_from};
@@ -25,6 +25,8 @@ pub(super) struct Writer {
     frontier: Option<Frontier>,
     last_checkpoint: u64,
     last_checkpoint_at: Instant,
+    /// A checkpoint signed in the open transaction, saved to `checkpoint_dir` once committed.
+    unsaved: Option<(u64, String)>,
     size_tx: watch::Sender<u64>,
     metrics: Metrics,
 }
@@ -49,6 +51,7 @@ impl Writer {
             frontier: None,
             last_checkpoint,
             last_checkpoint_at: Instant::now(),
+            unsaved: None,
             size_tx,
             metrics,
         })
@@ -101,6 +104,7 @@ impl Writer {
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
+                self.save_checkpoint().await;
             }
             Err(e) => {
                 // Nothing of this batch is visible: the transaction rolled back.
@@ -134,6 +138,7 @@ impl Writer {
             replies.push(job.reply);
         }
         let mut results = Vec::with_capacity(jobs.len());
+        self.unsaved = None;
         let outcome: Result<Frontier, AuditError> = async {
             let mut conn = self.store.writer_connection().await?;
             let tx = conn.transaction().await.map_err(StoreError::from)?;
@@ -225,18 +230,8 @@ impl Writer {
         {
             return Ok(f.clone());
         }
-        let ids = signet_merkle::frontier_ids(size);
-        let found = sql::nodes(tx, &ids).await?;
-        let hashes = ids
-            .iter()
-            .map(|id| {
-                found
-                    .get(id)
-                    .copied()
-                    .ok_or_else(|| AuditError::Corrupt(format!("frontier node {id:?} missing")))
-            })
-            .collect::<Result<Vec<Hash>, _>>()?;
-        Frontier::from_nodes(size, hashes).map_err(|e| AuditError::Corrupt(e.to_string()))
+        let found = sql::nodes(tx, &signet_merkle::frontier_ids(size)).await?;
+        super::frontier_of(size, &found)
     }
 
     async fn sign_checkpoint(
@@ -261,6 +256,7 @@ impl Writer {
             .map_err(|e| AuditError::Encoding(e.to_string()))?
             .encode();
         sql::insert_checkpoint(tx, checkpoint.size(), checkpoint.root(), &note).await?;
+        self.unsaved = Some((checkpoint.size(), note));
         self.last_checkpoint = checkpoint.size();
         self.last_checkpoint_at = Instant::now();
         self.metrics.audit_checkpoints.inc();
@@ -269,6 +265,7 @@ impl Writer {
 
     /// A checkpoint of the current tree if it grew since the last one.
     async fn checkpoint_now(&mut self) -> Result<(), AuditError> {
+        self.unsaved = None;
         let mut conn = self.store.writer_connection().await?;
         let tx = conn.transaction().await.map_err(StoreError::from)?;
         let size = sql::lock_writer(&tx).await?;
@@ -280,7 +277,33 @@ impl Writer {
         self.sign_checkpoint(&tx, &frontier).await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.frontier = Some(frontier);
+        self.save_checkpoint().await;
         Ok(())
+    }
+
+    /// Writes the checkpoint just committed to `checkpoint_dir`. A failure does not undo the
+    /// commit (the checkpoint is in the database): it is logged and counted, and the next
+    /// checkpoint tries again.
+    async fn save_checkpoint(&mut self) {
+        let (Some((size, note)), Some(dir)) =
+            (self.unsaved.take(), self.cfg.checkpoint_dir.clone())
+        else {
+            return;
+        };
+        let saved =
+            tokio::task::spawn_blocking(move || super::saved::write_if_newer(&dir, &note, size))
+                .await;
+        match saved {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                self.metrics.audit_checkpoint_save_failures.inc();
+                tracing::error!(error = %e, size, "cannot save the checkpoint to audit.checkpoint_dir");
+            }
+            Err(e) => {
+                self.metrics.audit_checkpoint_save_failures.inc();
+                tracing::error!(error = %e, size, "checkpoint save task failed");
+            }
+        }
     }
 }
 

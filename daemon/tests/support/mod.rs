@@ -156,8 +156,14 @@ impl Instance {
 
     /// Starts `signetd serve` and waits until it has bound its listeners.
     pub fn serve(&self) -> Daemon {
+        self.serve_with(&[])
+    }
+
+    /// [`Instance::serve`] with settings overridden by `SIGNETD_*` variables.
+    pub fn serve_with(&self, env: &[(&str, &str)]) -> Daemon {
         let mut child = self
             .command()
+            .envs(env.iter().copied())
             .arg("serve")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
