@@ -8,12 +8,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use signet_merkle::{Checkpoint, Frontier, NoteSignature, SignedNote};
 use tokio::sync::{mpsc, watch};
 
-use super::{AuditError, Guard, Job, Mutation, Receipt, entry_from};
+use super::{AuditError, Guard, Job, Mutation, Receipt, Record, entry_from};
 use crate::config;
 use crate::crypto::SignatureScheme;
 use crate::hsm::{Hsm, KeySlot};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, audit as sql};
+
+/// A caller's reply channel and what it will be told.
+type Answer = (
+    tokio::sync::oneshot::Sender<Result<Receipt, AuditError>>,
+    Result<Receipt, AuditError>,
+);
 
 pub(super) struct Writer {
     store: Store,
@@ -88,49 +94,110 @@ impl Writer {
     async fn commit(&mut self, batch: Vec<Job>) {
         let started = Instant::now();
         let count = batch.len();
+        // The plain records (no mutation) can be written again if the group fails.
+        let plain: Vec<Option<Record>> = batch
+            .iter()
+            .map(|job| job.mutation.is_none().then(|| job.record.clone()))
+            .collect();
         let (replies, outcome) = self.write(batch).await;
-        match outcome {
-            Ok(frontier) => {
-                let size = frontier.size();
-                self.frontier = Some(frontier);
-                let _ = self.size_tx.send(size);
-                self.metrics.audit_appends.inc_by(count as u64);
-                self.metrics
-                    .audit_commit_duration
-                    .observe(started.elapsed().as_secs_f64());
-                self.metrics
-                    .audit_size
-                    .set(i64::try_from(size).unwrap_or(i64::MAX));
-                for (reply, result) in replies {
-                    let _ = reply.send(result);
-                }
-                self.save_checkpoint().await;
-            }
-            Err(e) => {
-                // Nothing of this batch is visible: the transaction rolled back.
-                self.frontier = None;
-                self.metrics.audit_failures.inc();
-                tracing::error!(error = %e, entries = count, "audit commit failed");
-                for (reply, _) in replies {
+        let e = match outcome {
+            Ok(frontier) => return self.committed(frontier, replies, started).await,
+            Err(e) => e,
+        };
+        // Nothing of this batch is visible: the transaction rolled back.
+        self.frontier = None;
+        self.metrics.audit_failures.inc();
+        tracing::error!(error = %e, entries = count, "audit commit failed");
+        // One entry must not fail its whole group. The writer refuses what the log cannot
+        // store before it joins a group, so this is a bug or an outage; while the database
+        // answers, the group's plain records are written again, halving the group until the
+        // one that fails stands alone. (A mutation has run and cannot run again: its caller
+        // hears 503, and nothing of it is visible.)
+        let retry =
+            count > 1 && plain.iter().any(Option::is_some) && self.store.ping().await.is_ok();
+        let mut again = Vec::new();
+        for ((reply, _), record) in replies.into_iter().zip(plain) {
+            match record {
+                Some(record) if retry => again.push(Job {
+                    record,
+                    mutation: None,
+                    reply,
+                }),
+                _ => {
                     let _ = reply.send(Err(AuditError::Unavailable(e.to_string())));
+                }
+            }
+        }
+        if !again.is_empty() {
+            self.isolate(again).await;
+        }
+    }
+
+    /// Commits the plain records of a failed group in halves, until each has been written or
+    /// has failed alone.
+    async fn isolate(&mut self, jobs: Vec<Job>) {
+        let mut groups = vec![jobs];
+        while let Some(group) = groups.pop() {
+            let started = Instant::now();
+            let records: Vec<Record> = group.iter().map(|job| job.record.clone()).collect();
+            let (replies, outcome) = self.write(group).await;
+            match outcome {
+                Ok(frontier) => self.committed(frontier, replies, started).await,
+                Err(e) => {
+                    self.frontier = None;
+                    if records.len() == 1 {
+                        self.metrics.audit_failures.inc();
+                        tracing::error!(
+                            error = %e,
+                            action = %records[0].action,
+                            "an audit entry cannot be written; only its request fails"
+                        );
+                    }
+                    let mut jobs: Vec<Job> = replies
+                        .into_iter()
+                        .zip(records)
+                        .map(|((reply, _), record)| Job {
+                            record,
+                            mutation: None,
+                            reply,
+                        })
+                        .collect();
+                    if jobs.len() == 1 {
+                        for job in jobs {
+                            let _ = job.reply.send(Err(AuditError::Unavailable(e.to_string())));
+                        }
+                    } else {
+                        let second = jobs.split_off(jobs.len() / 2);
+                        // The first half first: entries keep their order in the log.
+                        groups.push(second);
+                        groups.push(jobs);
+                    }
                 }
             }
         }
     }
 
+    /// After a commit: the new tree, metrics, every caller's answer, the checkpoint saved.
+    async fn committed(&mut self, frontier: Frontier, replies: Vec<Answer>, started: Instant) {
+        let size = frontier.size();
+        self.frontier = Some(frontier);
+        let _ = self.size_tx.send(size);
+        self.metrics.audit_appends.inc_by(replies.len() as u64);
+        self.metrics
+            .audit_commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .audit_size
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+        self.save_checkpoint().await;
+    }
+
     /// Writes one batch. Returns each caller's reply (sent only if the commit succeeds) and the
     /// new frontier.
-    #[allow(clippy::type_complexity)]
-    async fn write(
-        &mut self,
-        batch: Vec<Job>,
-    ) -> (
-        Vec<(
-            tokio::sync::oneshot::Sender<Result<Receipt, AuditError>>,
-            Result<Receipt, AuditError>,
-        )>,
-        Result<Frontier, AuditError>,
-    ) {
+    async fn write(&mut self, batch: Vec<Job>) -> (Vec<Answer>, Result<Frontier, AuditError>) {
         let mut replies = Vec::with_capacity(batch.len());
         let mut jobs = Vec::with_capacity(batch.len());
         for job in batch {
