@@ -183,6 +183,19 @@ fn route_table() -> Vec<Row> {
                 r#"{"profile":"mtls-client","csr":"{csr}","names":[]}"#,
                 &["", "/profile", "/csr", "/validity_days", "/names", "/names/0", "/+"],
             ),
+        // A TLS server certificate's names become its subject and subjectAltName.
+        row(Api, "POST", "/v1/accounts/{name}/certificates")
+            .args(&["account"])
+            .no_path()
+            .query("profile=tls-server&names=fuzz.example&format=pem", &["names"])
+            .raw("application/pkcs10", "csr", false),
+        row(Api, "POST", "/v1/accounts/{name}/certificates")
+            .args(&["account"])
+            .no_path()
+            .json(
+                r#"{"profile":"tls-server","csr":"{csr}","names":["fuzz.example"]}"#,
+                &["/names/0", "/names/1"],
+            ),
         row(Api, "GET", "/v1/certificates/{serial}")
             .args(&["serial"])
             .query("", &["format", "x"]),
