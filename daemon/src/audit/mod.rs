@@ -320,6 +320,14 @@ impl Audit {
         limit: u64,
         wait: Duration,
     ) -> Result<Vec<Entry>, AuditError> {
+        // Sequence numbers are stored as bigint: a `from` past that range names no entry the
+        // log can ever hold (the client's error, not a corrupt store).
+        if i64::try_from(from).is_err() {
+            return Err(AuditError::OutOfRange(format!(
+                "from {from} is past any sequence number the log can hold ({})",
+                i64::MAX
+            )));
+        }
         let deadline =
             tokio::time::Instant::now() + wait.min(Duration::from_secs(self.cfg.max_wait_secs));
         let mut size = self.size.clone();
