@@ -122,20 +122,38 @@ fn route_table() -> Vec<Row> {
     vec![
         row(Api, "GET", "/v1/whoami").query("", nothing),
         row(Api, "GET", "/v1/audit/checkpoint").query("", nothing),
-        row(Api, "GET", "/v1/audit/entries").query("from=0&limit=2", &["from", "limit", "wait", "x"]),
+        row(Api, "GET", "/v1/audit/entries")
+            .query("from=0&limit=2", &["from", "limit", "wait", "x"]),
         row(Api, "GET", "/v1/audit/proof/inclusion").query("seq=0", &["seq", "size", "x"]),
         row(Api, "GET", "/v1/audit/proof/consistency").query("from=1&to=2", &["from", "to", "x"]),
         row(Api, "GET", "/v1/audit/key").query("", nothing),
         // Signing.
         row(Api, "POST", "/v1/sign")
-            .query("ring={ring}", &["ring", "hash", "padding", "encoding", "prehashed", "x"])
+            .query(
+                "ring={ring}",
+                &["ring", "hash", "padding", "encoding", "prehashed", "x"],
+            )
             .raw("application/octet-stream", "data", true),
-        row(Api, "POST", "/v1/sign")
-            .query("", &["key_id"])
-            .raw("application/octet-stream", "data", false),
+        row(Api, "POST", "/v1/sign").query("", &["key_id"]).raw(
+            "application/octet-stream",
+            "data",
+            false,
+        ),
         row(Api, "POST", "/v1/sign-batch").json(
             r#"{"ring":"{ring}","items":[{"data":"aGVsbG8="}]}"#,
-            &["", "/ring", "/hash", "/padding", "/encoding", "/atomic", "/items", "/items/0", "/items/0/data", "/+", "/items/0/+"],
+            &[
+                "",
+                "/ring",
+                "/hash",
+                "/padding",
+                "/encoding",
+                "/atomic",
+                "/items",
+                "/items/0",
+                "/items/0/data",
+                "/+",
+                "/items/0/+",
+            ],
         ),
         row(Api, "POST", "/v1/sign-batch").json(
             r#"{"key_id":"{key}","items":[{"digest":"{digest}"}]}"#,
@@ -143,7 +161,16 @@ fn route_table() -> Vec<Row> {
         ),
         row(Api, "POST", "/v1/verify").json(
             r#"{"ring":"{ring}","data":"aGVsbG8=","signature":"AA=="}"#,
-            &["", "/ring", "/hash", "/padding", "/encoding", "/data", "/signature", "/+"],
+            &[
+                "",
+                "/ring",
+                "/hash",
+                "/padding",
+                "/encoding",
+                "/data",
+                "/signature",
+                "/+",
+            ],
         ),
         row(Api, "POST", "/v1/verify").json(
             r#"{"key_id":"{key}","digest":"{digest}","signature":"AA=="}"#,
@@ -154,12 +181,19 @@ fn route_table() -> Vec<Row> {
             r#"{"name":"fresh","algorithm":"ec-p256"}"#,
             &["", "/name", "/algorithm", "/token", "/+"],
         ),
-        row(Api, "GET", "/v1/rings/{ring}").args(&["ring"]).query("", nothing),
+        row(Api, "GET", "/v1/rings/{ring}")
+            .args(&["ring"])
+            .query("", nothing),
         row(Api, "POST", "/v1/rings/{ring}/keys")
             .args(&["ring"])
-            .json(r#"{"algorithm":"ec-p256","count":1}"#, &["", "/algorithm", "/count", "/token", "/+"]),
+            .json(
+                r#"{"algorithm":"ec-p256","count":1}"#,
+                &["", "/algorithm", "/count", "/token", "/+"],
+            ),
         row(Api, "GET", "/v1/keys").query("", &["ring", "x"]),
-        row(Api, "GET", "/v1/keys/{id}").args(&["key"]).query("", nothing),
+        row(Api, "GET", "/v1/keys/{id}")
+            .args(&["key"])
+            .query("", nothing),
         row(Api, "POST", "/v1/keys/{id}/retire").args(&["key2"]),
         // The certificate authority.
         row(Api, "GET", "/v1/accounts").query("", &["deleted", "x"]),
@@ -167,27 +201,43 @@ fn route_table() -> Vec<Row> {
             r#"{"name":"fresh","roles":["signer:{ring}"]}"#,
             &["", "/name", "/roles", "/roles/0", "/+"],
         ),
-        row(Api, "GET", "/v1/accounts/{name}").args(&["account"]).query("", nothing),
+        row(Api, "GET", "/v1/accounts/{name}")
+            .args(&["account"])
+            .query("", nothing),
         row(Api, "DELETE", "/v1/accounts/{name}").args(&["account"]),
         row(Api, "GET", "/v1/accounts/{name}/certificates")
             .args(&["account"])
             .query("", nothing),
         row(Api, "POST", "/v1/accounts/{name}/certificates")
             .args(&["account"])
-            .query("profile=mtls-client&format=json", &["profile", "validity_days", "names", "format", "x"])
+            .query(
+                "profile=mtls-client&format=json",
+                &["profile", "validity_days", "names", "format", "x"],
+            )
             .raw("application/pkcs10", "csr", true),
         row(Api, "POST", "/v1/accounts/{name}/certificates")
             .args(&["account"])
             .no_path()
             .json(
                 r#"{"profile":"mtls-client","csr":"{csr}","names":[]}"#,
-                &["", "/profile", "/csr", "/validity_days", "/names", "/names/0", "/+"],
+                &[
+                    "",
+                    "/profile",
+                    "/csr",
+                    "/validity_days",
+                    "/names",
+                    "/names/0",
+                    "/+",
+                ],
             ),
         // A TLS server certificate's names become its subject and subjectAltName.
         row(Api, "POST", "/v1/accounts/{name}/certificates")
             .args(&["account"])
             .no_path()
-            .query("profile=tls-server&names=fuzz.example&format=pem", &["names"])
+            .query(
+                "profile=tls-server&names=fuzz.example&format=pem",
+                &["names"],
+            )
             .raw("application/pkcs10", "csr", false),
         row(Api, "POST", "/v1/accounts/{name}/certificates")
             .args(&["account"])
@@ -210,11 +260,21 @@ fn route_table() -> Vec<Row> {
         row(Api, "POST", "/v1/keys/{id}/certificate")
             .args(&["key"])
             .query("", &["format"])
-            .json(r#"{"subject":"CN=fuzz","validity_days":30}"#, &["", "/subject", "/validity_days", "/+"]),
+            .json(
+                r#"{"subject":"CN=fuzz","validity_days":30}"#,
+                &["", "/subject", "/validity_days", "/+"],
+            ),
         // Records and jobs.
         row(Api, "POST", "/v1/records").json(
             r#"{"records":[{"text":"hello"}]}"#,
-            &["", "/records", "/records/0", "/records/0/text", "/+", "/records/0/+"],
+            &[
+                "",
+                "/records",
+                "/records/0",
+                "/records/0/text",
+                "/+",
+                "/records/0/+",
+            ],
         ),
         row(Api, "POST", "/v1/records").json(r#"[{"data":"aGVsbG8="}]"#, &["/0/data"]),
         row(Api, "GET", "/v1/records/{id}/proof")
@@ -225,7 +285,9 @@ fn route_table() -> Vec<Row> {
             r#"{"ring":"{ring}","batch_size":0}"#,
             &["", "/ring", "/batch_size", "/+"],
         ),
-        row(Api, "GET", "/v1/jobs/{id}").args(&["job"]).query("", nothing),
+        row(Api, "GET", "/v1/jobs/{id}")
+            .args(&["job"])
+            .query("", nothing),
         row(Api, "POST", "/v1/jobs/{id}/cancel").args(&["job"]),
         // The public listener.
         row(Public, "GET", "/healthz").query("", nothing),
@@ -234,9 +296,11 @@ fn route_table() -> Vec<Row> {
         row(Public, "GET", "/ca.der").query("", nothing),
         row(Public, "GET", "/crl.der").query("", nothing),
         row(Public, "GET", "/crl.pem").query("", nothing),
-        row(Public, "POST", "/ocsp")
-            .query("", nothing)
-            .raw("application/ocsp-request", "ocsp_der", true),
+        row(Public, "POST", "/ocsp").query("", nothing).raw(
+            "application/ocsp-request",
+            "ocsp_der",
+            true,
+        ),
         row(Public, "GET", "/ocsp/{*request}")
             .args(&["ocsp_get"])
             .query("", nothing),
@@ -309,7 +373,10 @@ fn routes_in_source() -> BTreeSet<(Listener, String, String)> {
                     from = i + name.len();
                 }
             }
-            assert!(methods > 0, "{file}: no method found for route {path}: {args}");
+            assert!(
+                methods > 0,
+                "{file}: no method found for route {path}: {args}"
+            );
             rest = end;
         }
     }
@@ -461,7 +528,13 @@ struct Value {
 fn is_core(text: &str) -> bool {
     matches!(
         text,
-        "" | "\0" | "--help" | "../../../../etc/passwd" | "\"" | "\\" | "18446744073709551616" | "-1"
+        "" | "\0"
+            | "--help"
+            | "../../../../etc/passwd"
+            | "\""
+            | "\\"
+            | "18446744073709551616"
+            | "-1"
     ) || text.starts_with("$(touch")
         || text.starts_with('\u{202e}')
         || text.starts_with("a\r\nX-Injected")
@@ -663,7 +736,9 @@ fn json_with(base: &serde_json::Value, pointer: &str, value: &str) -> Option<Str
     let placeholder = serde_json::to_string(SLOT).unwrap();
     let mut body = base.clone();
     let (parent, last) = pointer.rsplit_once('/').unwrap();
-    let target = body.pointer_mut(parent).unwrap_or_else(|| panic!("{pointer}"));
+    let target = body
+        .pointer_mut(parent)
+        .unwrap_or_else(|| panic!("{pointer}"));
     if last == "+" {
         // The hostile value names a new member; only strings can.
         if !value.starts_with('"') {
@@ -728,7 +803,12 @@ fn path_with(ctx: &Context, row: &Row, hostile: Option<(usize, &str)>) -> String
             out.push_str(segment);
         }
     }
-    assert_eq!(n, row.args.len(), "{}: base values for its parameters", row.route);
+    assert_eq!(
+        n,
+        row.args.len(),
+        "{}: base values for its parameters",
+        row.route
+    );
     out
 }
 
@@ -776,7 +856,13 @@ fn build_requests(ctx: &Context, table: &[Row], strings: &[String]) -> Vec<Reque
         };
         let ocsp = row.route.starts_with("/ocsp");
         // (url, body, where, value shown, in the smaller set)
-        type Case = (String, Option<(&'static str, Vec<u8>)>, String, String, bool);
+        type Case = (
+            String,
+            Option<(&'static str, Vec<u8>)>,
+            String,
+            String,
+            bool,
+        );
         let mut cases: Vec<Case> = Vec::new();
         if row.fuzz_path {
             for n in 0..row.args.len() {
@@ -839,7 +925,12 @@ fn build_requests(ctx: &Context, table: &[Row], strings: &[String]) -> Vec<Reque
                 BodyKind::None => unreachable!("{}: body slots without a body", row.route),
             }
         }
-        assert!(!cases.is_empty(), "{} {}: nothing fuzzed", row.method, row.route);
+        assert!(
+            !cases.is_empty(),
+            "{} {}: nothing fuzzed",
+            row.method,
+            row.route
+        );
         for who in who {
             for (url, body, place, value, core) in &cases {
                 // The roleless client is refused early everywhere: the smaller set.
@@ -899,8 +990,14 @@ fn send_chunk(
         if let Some((ct, body)) = &req.body {
             let file = dir.join(format!("body-{i}"));
             std::fs::write(&file, body).unwrap();
-            config.push_str(&format!("header = {}\n", quote(&format!("content-type: {ct}"))));
-            config.push_str(&format!("data-binary = {}\n", quote(&format!("@{}", s(&file)))));
+            config.push_str(&format!(
+                "header = {}\n",
+                quote(&format!("content-type: {ct}"))
+            ));
+            config.push_str(&format!(
+                "data-binary = {}\n",
+                quote(&format!("@{}", s(&file)))
+            ));
         }
         // curl's HTTP/2 refuses request heads over 64 KiB itself: such targets go over
         // HTTP/1.1, where hyper's own 414 answers them.
@@ -1024,10 +1121,17 @@ fn check(req: &Request, answer: Option<&Answer>) -> Option<String> {
         format!("{} {:?}: {text:?}", a.status, a.content_type)
     };
     if a.exit != 0 || a.status == 0 {
-        return Some(format!("no HTTP answer: curl exit {} ({})", a.exit, a.error));
+        return Some(format!(
+            "no HTTP answer: curl exit {} ({})",
+            a.exit, a.error
+        ));
     }
     if !a.injected.is_empty() {
-        return Some(format!("a header was injected ({}): {}", a.injected, head()));
+        return Some(format!(
+            "a header was injected ({}): {}",
+            a.injected,
+            head()
+        ));
     }
     if a.status >= 500 {
         return Some(format!("server error {}", head()));
@@ -1045,13 +1149,22 @@ fn check(req: &Request, answer: Option<&Answer>) -> Option<String> {
         if a.status == 400 && a.body.first() == Some(&0x30) {
             return None;
         }
-        return Some(format!("an OCSP error answer other than malformedRequest: {}", head()));
+        return Some(format!(
+            "an OCSP error answer other than malformedRequest: {}",
+            head()
+        ));
     }
     if a.content_type != "application/problem+json" {
-        return Some(format!("an error answer that is not problem+json: {}", head()));
+        return Some(format!(
+            "an error answer that is not problem+json: {}",
+            head()
+        ));
     }
     let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&a.body) else {
-        return Some(format!("a problem+json answer that is not JSON: {}", head()));
+        return Some(format!(
+            "a problem+json answer that is not JSON: {}",
+            head()
+        ));
     };
     if doc["status"] != a.status {
         return Some(format!("the problem's status differs: {}", head()));
@@ -1084,7 +1197,12 @@ fn audit_verify(instance: &Instance) -> (bool, String) {
 
 /// A client made through the API (the CLI wants at least one role): an account with `roles`
 /// and an mTLS certificate from an OpenSSL CSR. Returns it and the certificate's serial.
-fn api_client(instance: &Instance, daemon: &Daemon, name: &str, roles: &[&str]) -> (Client, String) {
+fn api_client(
+    instance: &Instance,
+    daemon: &Daemon,
+    name: &str,
+    roles: &[&str],
+) -> (Client, String) {
     use support::pki;
     let admin = pki::Client::admin(instance);
     let created = pki::post_json(
@@ -1134,8 +1252,15 @@ fn hostile_strings_in_every_parameter_of_every_endpoint() {
          {uncovered:?}"
     );
     let stale: Vec<_> = in_table.difference(&in_source).collect();
-    assert!(stale.is_empty(), "routes in the table but not in the router: {stale:?}");
-    assert!(in_source.len() >= 40, "only {} routes found: {in_source:?}", in_source.len());
+    assert!(
+        stale.is_empty(),
+        "routes in the table but not in the router: {stale:?}"
+    );
+    assert!(
+        in_source.len() >= 40,
+        "only {} routes found: {in_source:?}",
+        in_source.len()
+    );
 
     let instance = Instance::new();
     instance.init();
@@ -1169,7 +1294,10 @@ fn hostile_strings_in_every_parameter_of_every_endpoint() {
             ("csr", csr_pem),
             ("data", "hello".to_owned()),
             // SHA-256 of "hello", base64.
-            ("digest", "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=".to_owned()),
+            (
+                "digest",
+                "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=".to_owned(),
+            ),
             ("ocsp_der", "0".to_owned()),
             ("ocsp_get", "MAA=".to_owned()),
         ]),
@@ -1190,8 +1318,11 @@ fn hostile_strings_in_every_parameter_of_every_endpoint() {
     // Chunks of one client each, sent by a few curl processes at once.
     let mut chunks: Vec<Vec<(usize, &Request)>> = Vec::new();
     for who in [Who::Admin, Who::Nobody, Who::Anonymous] {
-        let mine: Vec<(usize, &Request)> =
-            requests.iter().enumerate().filter(|(_, r)| r.who == who).collect();
+        let mine: Vec<(usize, &Request)> = requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.who == who)
+            .collect();
         for c in mine.chunks(150) {
             chunks.push(c.to_vec());
         }
@@ -1268,7 +1399,11 @@ fn hostile_strings_in_every_parameter_of_every_endpoint() {
     let health = support::curl(&[&daemon.public_url("/readyz")]);
     assert_eq!(health.status, 200, "{health:?}");
     let logs = daemon.logs();
-    assert!(!logs.contains("panicked"), "the daemon panicked: {}", tail(&logs, 60));
+    assert!(
+        !logs.contains("panicked"),
+        "the daemon panicked: {}",
+        tail(&logs, 60)
+    );
 
     // None of the shell text ran anywhere.
     let pwned: Vec<String> = std::fs::read_dir("/tmp")
@@ -1282,7 +1417,12 @@ fn hostile_strings_in_every_parameter_of_every_endpoint() {
     // And the log of all of it verifies.
     let (ok, report) = audit_verify(&instance);
     assert!(ok, "audit verify failed: {report}");
-    assert_eq!(daemon.terminate().code(), Some(0), "{}", tail(&daemon.logs(), 40));
+    assert_eq!(
+        daemon.terminate().code(),
+        Some(0),
+        "{}",
+        tail(&daemon.logs(), 40)
+    );
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
 }
 
@@ -1290,7 +1430,14 @@ fn hostile_strings_in_every_parameter_of_every_endpoint() {
 fn uuid_like(tag: &str) -> String {
     use sha2::Digest as _;
     let h = hex::encode(sha2::Sha256::digest(tag.as_bytes()));
-    format!("{}-{}-4{}-8{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 fn tail(text: &str, lines: usize) -> String {
