@@ -76,6 +76,13 @@ impl Gpg {
         keys
     }
 
+    /// `gpg --list-packets`: GnuPG's own dump of the packets in a file.
+    fn packets(&self, path: &Path) -> String {
+        let (ok, out, err) = self.run(&["--list-packets", path.to_str().unwrap()]);
+        assert!(ok, "gpg --list-packets failed: {err}");
+        out
+    }
+
     /// Verifies and returns the VALIDSIG fields; panics unless GOODSIG and VALIDSIG are there.
     fn verify_good(&self, args: &[&str]) -> Vec<String> {
         let mut full = vec!["--verify"];
@@ -246,6 +253,28 @@ fn token_keys_make_openpgp_certificates_and_signatures_gnupg_verifies() {
             listed[0].1.contains('s') && listed[0].1.contains('c'),
             "{listed:?}"
         );
+        // GnuPG's reading of the self-certification.
+        let cert_packets = gpg.packets(&dir.join(format!("{alg}.asc")));
+        let fpr = key.fingerprint();
+        for expected in [
+            "version 4, algo ".to_owned(),
+            format!("created {CREATED}, md5len 0, sigclass 0x13"),
+            "(key flags: 03)".to_owned(),
+            "(pref-hash-algos: 10 9 8)".to_owned(),
+            format!("(issuer fpr v4 {fpr})"),
+            format!("(issuer key ID {})", key.key_id()),
+        ] {
+            assert!(
+                cert_packets.contains(&expected),
+                "{expected}:\n{cert_packets}"
+            );
+        }
+        if alg == KeyAlgorithm::Ed25519 {
+            assert!(
+                cert_packets.contains("ed25519 (1.3.6.1.4.1.11591.15.1)"),
+                "{cert_packets}"
+            );
+        }
         // The binary certificate imports into another keyring as the same key.
         let gpg_bin = Gpg::new();
         gpg_bin.import(&write(dir, &format!("{alg}.pgp"), cert.to_bytes()));
@@ -268,6 +297,18 @@ fn token_keys_make_openpgp_certificates_and_signatures_gnupg_verifies() {
             let bin = write(dir, &format!("{alg}-{hash}.sig"), sig.to_bytes());
             let asc = write(dir, &format!("{alg}-{hash}.asc"), sig.armored().as_bytes());
             assert!(sig.armored().starts_with("-----BEGIN PGP SIGNATURE-----\n"));
+            let sig_packets = gpg.packets(&bin);
+            for expected in [
+                "sigclass 0x00".to_owned(),
+                "hashed subpkt 2 len 4 (sig created".to_owned(),
+                format!("hashed subpkt 33 len 21 (issuer fpr v4 {fpr})"),
+                format!("hashed subpkt 16 len 8 (issuer key ID {})", key.key_id()),
+            ] {
+                assert!(
+                    sig_packets.contains(&expected),
+                    "{expected}:\n{sig_packets}"
+                );
+            }
             for path in [&bin, &asc] {
                 let fields = gpg.verify_good(&[s(path), s(&data_path)]);
                 check_validsig(&fields, &key, hash, "00");
@@ -358,10 +399,8 @@ fn token_keys_make_openpgp_certificates_and_signatures_gnupg_verifies() {
             .map(|l| l.trim_end_matches([' ', '\t', '\r']))
             .collect::<Vec<_>>()
             .join("\n");
-        assert_eq!(
-            recovered.trim_end_matches('\n'),
-            expected.trim_end_matches('\n')
-        );
+        // The text ends with LF, which only ends its last line: gpg gives back exactly this.
+        assert_eq!(recovered, expected);
         // Trailing whitespace added to a line does not matter to the cleartext framework.
         let spaced = msg.replacen("Release notes\n", "Release notes \t \n", 1);
         gpg.verify_good(&[s(&write(

@@ -837,8 +837,9 @@ impl CleartextSigner {
     /// Prepares a cleartext signature of `text` (UTF-8, else [`OpenPgpError::NotText`]) by
     /// `key` with `hash`, made at `created`. Every line loses its trailing spaces, tabs and
     /// CRs (in the output too) and is dash-escaped if it starts with `-` or `From `; the
-    /// output uses LF line endings. A final line ending is kept: it shows as an empty line
-    /// before the signature and is signed.
+    /// output uses LF line endings. A final line ending only ends the last line and is not
+    /// signed, as with `gpg --clearsign`, so `gpg --decrypt` gives back the text as it was
+    /// (save for the dropped whitespace).
     pub fn prepare(
         key: &OpenPgpKey,
         hash: HashAlg,
@@ -851,6 +852,7 @@ impl CleartextSigner {
         let config = key.config(SignatureType::Text, hash, timestamp(created)?)?;
         let mut hasher = new_hasher(hash)?;
         let mut body = String::with_capacity(text.len() + 16);
+        let text = text.strip_suffix('\n').unwrap_or(text);
         for (i, line) in text.split('\n').enumerate() {
             let line = line.trim_end_matches([' ', '\t', '\r']);
             if i > 0 {
@@ -1455,13 +1457,22 @@ mod tests {
         })
         .expect("cleartext");
         let expected_head = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nHello\n- - dash\n\
-             - From here\n- -----BEGIN PGP SIGNATURE-----\nend\n\n-----BEGIN PGP SIGNATURE-----\n";
+             - From here\n- -----BEGIN PGP SIGNATURE-----\nend\n-----BEGIN PGP SIGNATURE-----\n";
         assert!(msg.starts_with(expected_head), "{msg}");
         let (parsed, _) = pgp::composed::CleartextSignedMessage::from_string(&msg).expect("parse");
         parsed.verify(key.packet()).expect("verifies");
         assert_eq!(
             parsed.signed_text(),
-            "Hello\r\n- dash\r\nFrom here\r\n-----BEGIN PGP SIGNATURE-----\r\nend\r\n"
+            "Hello\r\n- dash\r\nFrom here\r\n-----BEGIN PGP SIGNATURE-----\r\nend"
+        );
+        // Only one final line ending is dropped: an empty last line stays.
+        let two = CleartextSigner::sign(&key, HashAlg::Sha256, now, b"a\n\n", |r| {
+            Ok(signer.sign(r.digest()).to_bytes().to_vec())
+        })
+        .expect("cleartext");
+        assert!(
+            two.contains("\n\na\n\n-----BEGIN PGP SIGNATURE-----"),
+            "{two}"
         );
         assert!(matches!(
             CleartextSigner::prepare(&key, HashAlg::Sha256, now, b"caf\xe9"),
