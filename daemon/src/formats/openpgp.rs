@@ -1152,6 +1152,8 @@ impl SigningKey for TokenKey {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
+
     use super::*;
 
     use pgp::composed::Deserializable as _;
