@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod dev;
+pub mod formats;
 pub mod hsm;
 pub mod jobs;
 pub mod metrics;
