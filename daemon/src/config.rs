@@ -378,6 +378,9 @@ pub struct Signing {
     /// Largest upload for Ed25519 keys: pure Ed25519 signs the message itself, which must be
     /// held in memory whole, so its limit is separate and smaller.
     pub max_ed25519_bytes: u64,
+    /// Largest text an OpenPGP cleartext signature (`format=openpgp-cleartext`, albs-sign-file
+    /// `sign_type=clear-sign`) accepts: the answer carries the text, so it is held in memory.
+    pub max_cleartext_bytes: u64,
     /// Largest JSON body of `/v1/sign-batch` and `/v1/verify`, in bytes.
     pub max_json_bytes: u64,
     /// Most items in one `/v1/sign-batch` request.
@@ -409,6 +412,7 @@ impl Default for Signing {
             token: "signing".into(),
             max_upload_bytes: 100 * 1024 * 1024,
             max_ed25519_bytes: 1024 * 1024,
+            max_cleartext_bytes: 16 * 1024 * 1024,
             max_json_bytes: 16 * 1024 * 1024,
             batch_max_items: 256,
             batch_parallel: 4,

@@ -27,8 +27,9 @@ use support::sign::{Client, account, generate, sign_file, write};
 use support::{Daemon, Instance, s};
 
 /// The source files that define routes, as the routers are built from them.
-const ROUTER_SOURCES: [(&str, &str); 4] = [
+const ROUTER_SOURCES: [(&str, &str); 5] = [
     ("api/mod.rs", include_str!("../src/api/mod.rs")),
+    ("api/albs.rs", include_str!("../src/api/albs.rs")),
     ("api/sign.rs", include_str!("../src/api/sign.rs")),
     ("api/pki.rs", include_str!("../src/api/pki.rs")),
     ("api/jobs.rs", include_str!("../src/api/jobs.rs")),
@@ -131,9 +132,23 @@ fn route_table() -> Vec<Row> {
         row(Api, "POST", "/v1/sign")
             .query(
                 "ring={ring}",
-                &["ring", "hash", "padding", "encoding", "prehashed", "x"],
+                &[
+                    "ring",
+                    "hash",
+                    "padding",
+                    "encoding",
+                    "prehashed",
+                    "format",
+                    "armor",
+                    "text",
+                    "x",
+                ],
             )
             .raw("application/octet-stream", "data", true),
+        row(Api, "POST", "/v1/sign")
+            .no_path()
+            .query("ring={ring}&format=raw,openpgp", &["format", "hash"])
+            .raw("multipart/form-data; boundary=FuzzBoundary", "form", true),
         row(Api, "POST", "/v1/sign").query("", &["key_id"]).raw(
             "application/octet-stream",
             "data",
@@ -195,6 +210,22 @@ fn route_table() -> Vec<Row> {
             .args(&["key"])
             .query("", nothing),
         row(Api, "POST", "/v1/keys/{id}/retire").args(&["key2"]),
+        row(Api, "GET", "/v1/keys/{id}/openpgp")
+            .args(&["key"])
+            .query("", &["armor", "x"]),
+        // The albs-sign-file surface.
+        row(Api, "POST", "/sign")
+            .query("keyid={keyid}", &["keyid", "sign_type", "sign_algo", "x"])
+            .raw("multipart/form-data; boundary=FuzzBoundary", "form", true),
+        row(Api, "POST", "/sign-batch")
+            .query("keyid={keyid}", &["keyid", "sign_type", "sign_algo", "x"])
+            .raw(
+                "multipart/form-data; boundary=FuzzBoundary",
+                "batch_form",
+                true,
+            ),
+        row(Api, "GET", "/keys").query("", nothing),
+        row(Api, "GET", "/ping").query("", nothing),
         // The certificate authority.
         row(Api, "GET", "/v1/accounts").query("", &["deleted", "x"]),
         row(Api, "POST", "/v1/accounts").json(
@@ -1270,6 +1301,17 @@ fn hostile_strings_in_every_parameter_of_every_endpoint() {
     let mut daemon = instance.serve();
     let (nobody, _) = api_client(&instance, &daemon, "nobody", &[]);
     let (_, victim_serial) = api_client(&instance, &daemon, "victim", &["signer:fz"]);
+    let keyid = support::sign::get(&instance, &daemon, &admin, &format!("/v1/keys/{}", keys[0]))
+        .json()["openpgp_key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let form = |field: &str| {
+        format!(
+            "--FuzzBoundary\r\nContent-Disposition: form-data; name=\"{field}\"; \
+             filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--FuzzBoundary--\r\n"
+        )
+    };
     let dir = instance.dir.path().join("fuzz");
     std::fs::create_dir_all(&dir).unwrap();
     let (_, csr) = support::pki::openssl_csr(&dir, "fuzz", "fuzz");
@@ -1293,6 +1335,9 @@ fn hostile_strings_in_every_parameter_of_every_endpoint() {
             ("job", uuid_like(&tag)),
             ("csr", csr_pem),
             ("data", "hello".to_owned()),
+            ("keyid", keyid),
+            ("form", form("file")),
+            ("batch_form", form("files")),
             // SHA-256 of "hello", base64.
             (
                 "digest",

@@ -2,13 +2,16 @@
 //! listener (CA certificate, health) and the metrics listener — with request ids, metrics, and
 //! the per-request identity check that keeps held and revoked clients out (invariant 7).
 
+mod albs;
 mod audit;
 mod body;
+mod formats;
 pub mod input;
 mod jobs;
 mod pki;
 mod problem;
 mod sign;
+mod upload;
 pub mod wire;
 
 use std::sync::Arc;
@@ -65,6 +68,7 @@ pub fn api_router(app: App) -> Router {
         .route("/v1/audit/proof/consistency", get(audit::consistency))
         .route("/v1/audit/key", get(audit::key))
         .merge(sign::routes())
+        .merge(albs::routes())
         .merge(pki::routes())
         .merge(jobs::routes())
         .fallback(not_found)

@@ -22,6 +22,7 @@ use sha2::Digest as _;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::formats::{self, Format};
 use super::{ApiError, Caller, require_role, with_receipt};
 use crate::app::App;
 use crate::audit::{self, Receipt, Record};
@@ -45,14 +46,15 @@ pub(super) fn routes() -> Router<App> {
         .route("/v1/keys", get(list_keys))
         .route("/v1/keys/{id}", get(get_key))
         .route("/v1/keys/{id}/retire", post(retire_key))
+        .route("/v1/keys/{id}/openpgp", get(get_openpgp_certificate))
 }
 
 impl From<SigningError> for ApiError {
     fn from(e: SigningError) -> Self {
         match e {
-            SigningError::UnknownRing(_) | SigningError::UnknownKey(_) => {
-                ApiError::not_found(e.to_string())
-            }
+            SigningError::UnknownRing(_)
+            | SigningError::UnknownKey(_)
+            | SigningError::UnknownOpenPgpKey(_) => ApiError::not_found(e.to_string()),
             SigningError::KeyNotActive(_)
             | SigningError::NoActiveKey(_)
             | SigningError::Conflict(_) => ApiError::conflict(e.to_string()),
@@ -176,7 +178,7 @@ struct ReceiptBody<'a> {
     leaf_hash: &'a str,
 }
 
-fn receipt_json(r: &Receipt) -> serde_json::Value {
+pub(super) fn receipt_json(r: &Receipt) -> serde_json::Value {
     serde_json::json!(ReceiptBody {
         seq: r.seq,
         leaf_hash: &r.leaf_hash,
@@ -186,14 +188,15 @@ fn receipt_json(r: &Receipt) -> serde_json::Value {
 // ---------------------------------------------------------------------------------------------
 // Streaming bodies
 
-enum Hasher {
+/// A streaming hash of the algorithm a scheme names.
+pub(super) enum Hasher {
     Sha256(sha2::Sha256),
     Sha384(sha2::Sha384),
     Sha512(sha2::Sha512),
 }
 
 impl Hasher {
-    fn new(hash: HashAlg) -> Hasher {
+    pub(super) fn new(hash: HashAlg) -> Hasher {
         match hash {
             HashAlg::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             HashAlg::Sha384 => Hasher::Sha384(sha2::Sha384::new()),
@@ -201,7 +204,7 @@ impl Hasher {
         }
     }
 
-    fn update(&mut self, data: &[u8]) {
+    pub(super) fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha384(h) => h.update(data),
@@ -209,7 +212,7 @@ impl Hasher {
         }
     }
 
-    fn finish(self) -> Vec<u8> {
+    pub(super) fn finish(self) -> Vec<u8> {
         match self {
             Hasher::Sha256(h) => h.finalize().to_vec(),
             Hasher::Sha384(h) => h.finalize().to_vec(),
@@ -309,6 +312,12 @@ struct SignQuery {
     padding: Option<String>,
     encoding: Option<String>,
     prehashed: Option<bool>,
+    /// `raw` (default), `openpgp`, `openpgp-cleartext`, or several, comma-separated.
+    format: Option<String>,
+    /// OpenPGP detached signatures: ASCII armor (default `true`) or binary packets.
+    armor: Option<bool>,
+    /// OpenPGP detached signatures: text mode (type 0x01) instead of binary (type 0x00).
+    text: Option<bool>,
 }
 
 async fn sign(
@@ -342,8 +351,20 @@ async fn sign_inner(
     body: &mut Option<Body>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
-    let target = parse_target(q.ring, q.key_id)?;
+    let target = parse_target(q.ring.clone(), q.key_id.clone())?;
     let resolved = authorize_signer(app, caller, &target, "sign").await?;
+    let formats = match q.format.as_deref() {
+        None => vec![Format::Raw],
+        Some(list) => formats::parse_formats(list)?,
+    };
+    if formats != [Format::Raw] || formats::is_multipart(headers)? {
+        return sign_formats(app, caller, &resolved, &q, formats, headers, take(body)?).await;
+    }
+    if q.armor.is_some() || q.text.is_some() {
+        return Err(ApiError::bad_request(
+            "`armor` and `text` apply to OpenPGP formats only",
+        ));
+    }
     let (scheme, encoding) = scheme_for(
         resolved.algorithm(),
         q.hash.as_deref(),
@@ -429,6 +450,92 @@ async fn sign_inner(
         "receipt": receipt_json(&receipt),
     });
     Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+/// `/v1/sign` with formats other than raw alone, or a multipart upload: one key, every
+/// artefact, one audit entry.
+async fn sign_formats(
+    app: &App,
+    caller: &Caller,
+    resolved: &Resolved,
+    q: &SignQuery,
+    formats: Vec<Format>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let openpgp = formats.iter().any(|f| *f != Format::Raw);
+    if q.prehashed.unwrap_or(false) {
+        return Err(ApiError::bad_request(if openpgp {
+            "OpenPGP signatures need the data itself, not a digest"
+        } else {
+            "a digest is sent as the request body, not as a form"
+        }));
+    }
+    if !formats.contains(&Format::OpenPgp) && (q.armor.is_some() || q.text.is_some()) {
+        return Err(ApiError::bad_request(
+            "`armor` and `text` apply to detached OpenPGP signatures only",
+        ));
+    }
+    let algorithm = resolved.algorithm();
+    let raw = if formats.contains(&Format::Raw) {
+        let hash = if openpgp && algorithm == KeyAlgorithm::Ed25519 {
+            // Pure Ed25519 names no hash; the OpenPGP formats' hash is not the raw one's.
+            None
+        } else {
+            q.hash.as_deref()
+        };
+        Some(scheme_for(
+            algorithm,
+            hash,
+            q.padding.as_deref(),
+            q.encoding.as_deref(),
+        )?)
+    } else {
+        if q.padding.is_some() || q.encoding.is_some() {
+            return Err(ApiError::bad_request(
+                "`padding` and `encoding` apply to raw signatures only",
+            ));
+        }
+        None
+    };
+    let spec = formats::Spec {
+        openpgp_hash: formats::Spec::openpgp_hash(algorithm, q.hash.as_deref())?,
+        formats,
+        raw,
+        openpgp_text: q.text.unwrap_or(false),
+        armor: q.armor.unwrap_or(true),
+    };
+    let hashed = formats::hash_upload(app, &spec, headers, body).await?;
+    let made = formats::sign_all(app, resolved, &spec, vec![hashed]).await?;
+    let receipt = formats::audit_made(
+        app,
+        caller,
+        "sign",
+        resolved,
+        &spec,
+        &made,
+        serde_json::json!({}),
+    )
+    .await?;
+    if spec.formats == [Format::Raw] {
+        // A multipart upload of a raw signature answers as `/v1/sign` always did.
+        let (scheme, encoding) = spec.raw.ok_or_else(ApiError::internal)?;
+        let a = made.artefacts.first().ok_or_else(ApiError::internal)?;
+        let body = serde_json::json!({
+            "key_id": made.key_id,
+            "ring": resolved.ring(),
+            "algorithm": algorithm.as_str(),
+            "scheme": scheme.name(),
+            "encoding": encoding.map(EcdsaEncoding::as_str),
+            "input": "message",
+            "bytes": a.bytes,
+            "sha256": hex::encode(a.sha256),
+            "signature": a.raw.as_ref().map(|r| B64.encode(r)),
+            "receipt": receipt_json(&receipt),
+        });
+        return Ok(with_receipt(Json(body).into_response(), &receipt));
+    }
+    formats::answer(resolved, &spec, &made, &receipt)
 }
 
 trait IntoApi {
@@ -926,10 +1033,15 @@ struct KeyBody {
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     retired_at: Option<OffsetDateTime>,
+    /// The OpenPGP v4 fingerprint (40 hex digits) of the key's certificate.
+    openpgp_fingerprint: String,
+    /// The OpenPGP key id (16 hex digits).
+    openpgp_key_id: String,
 }
 
 fn key_body(view: &KeyView) -> Result<KeyBody, ApiError> {
     let k = &view.key;
+    let packet = signing::openpgp::key_packet(k)?;
     let pem = der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &k.key.public_key)
         .map_err(|_| ApiError::internal())?;
     Ok(KeyBody {
@@ -945,6 +1057,8 @@ fn key_body(view: &KeyView) -> Result<KeyBody, ApiError> {
         state: view.state,
         created_at: k.created_at,
         retired_at: k.retired_at,
+        openpgp_fingerprint: packet.fingerprint(),
+        openpgp_key_id: packet.key_id(),
     })
 }
 
@@ -955,6 +1069,8 @@ struct RingBody {
     token: String,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// The User ID of its keys' OpenPGP certificates.
+    openpgp_user_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     keys: Option<Vec<KeyBody>>,
 }
@@ -965,6 +1081,10 @@ fn ring_body(r: &crate::store::rings::Ring, keys: Option<Vec<KeyBody>>) -> RingB
         algorithm: r.algorithm.as_str(),
         token: r.token.clone(),
         created_at: r.created_at,
+        openpgp_user_id: r
+            .openpgp_user_id
+            .clone()
+            .unwrap_or_else(|| signing::openpgp::default_user_id(&r.name)),
         keys,
     }
 }
@@ -1020,6 +1140,8 @@ struct CreateRing {
     name: String,
     algorithm: String,
     token: Option<String>,
+    /// The User ID of the ring keys' OpenPGP certificates.
+    openpgp_user_id: Option<String>,
 }
 
 fn parse_algorithm(s: &str) -> Result<KeyAlgorithm, ApiError> {
@@ -1045,7 +1167,13 @@ async fn create_ring(
     let algorithm = parse_algorithm(&req.algorithm)?;
     let (ring, receipt) = app
         .signing
-        .create_ring(&caller.actor(), &req.name, algorithm, req.token.as_deref())
+        .create_ring(
+            &caller.actor(),
+            &req.name,
+            algorithm,
+            req.token.as_deref(),
+            req.openpgp_user_id.as_deref(),
+        )
         .await?;
     let mut body = serde_json::to_value(ring_body(&ring, Some(Vec::new())))
         .map_err(|_| ApiError::internal())?;
@@ -1186,6 +1314,64 @@ async fn get_key(
     let mut body = serde_json::to_value(key_body(&view)?).map_err(|_| ApiError::internal())?;
     body["receipt"] = receipt_json(&receipt);
     Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateQuery {
+    /// `true` (default): ASCII armor; `false`: binary packets.
+    armor: Option<bool>,
+}
+
+/// `GET /v1/keys/ID/openpgp`: the key's OpenPGP certificate, made in the token and stored the
+/// first time it is asked for (an audited change), served from the database afterwards.
+async fn get_openpgp_certificate(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<String>, PathRejection>,
+    q: Result<Query<CertificateQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = key_id(p)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let view = app.signing.key(id).await?;
+    let subject = format!("key:{id}");
+    require_reader(&app, &caller, &view.key.ring, "key.openpgp", &subject).await?;
+    let certificate = app.signing.openpgp_certificate(&caller.actor(), id).await?;
+    let receipt = audit_read(
+        &app,
+        &caller,
+        "key.openpgp",
+        subject,
+        serde_json::json!({ "openpgp_fingerprint": certificate.fingerprint() }),
+    )
+    .await?;
+    let armor = q.armor.unwrap_or(true);
+    let mut response = if armor {
+        (
+            [(header::CONTENT_TYPE, "application/pgp-keys")],
+            certificate.armored().to_owned(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/pgp-keys")],
+            certificate.to_bytes().to_vec(),
+        )
+            .into_response()
+    };
+    set_key_headers(&mut response, id, &certificate.fingerprint());
+    Ok(with_receipt(response, &receipt))
+}
+
+/// The headers naming the key behind an answer that is not JSON.
+fn set_key_headers(response: &mut Response, key: Uuid, openpgp_fingerprint: &str) {
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&key.to_string()) {
+        h.insert("signetd-key-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(openpgp_fingerprint) {
+        h.insert("openpgp-fingerprint", v);
+    }
 }
 
 async fn retire_key(

@@ -35,7 +35,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use der::Decode as _;
-use pgp::composed::{ArmorOptions, SignedKeyDetails, SignedPublicKey};
+use pgp::composed::{ArmorOptions, Deserializable as _, SignedKeyDetails, SignedPublicKey};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::public_key::PublicKeyAlgorithm;
 use pgp::packet::{
@@ -226,21 +226,12 @@ impl OpenPgpKey {
     /// The hash used when none is asked for: SHA-384 for P-384 (the shortest OpenPGP allows),
     /// SHA-256 otherwise.
     pub fn default_hash(&self) -> HashAlg {
-        match self.algorithm {
-            KeyAlgorithm::EcP384 => HashAlg::Sha384,
-            _ => HashAlg::Sha256,
-        }
+        default_hash(self.algorithm)
     }
 
     /// Whether OpenPGP allows signatures by this key with `hash`.
     pub fn check_hash(&self, hash: HashAlg) -> Result<(), OpenPgpError> {
-        match (self.algorithm, hash) {
-            (KeyAlgorithm::EcP384, HashAlg::Sha256) => Err(OpenPgpError::UnsupportedHash {
-                algorithm: self.algorithm,
-                hash,
-            }),
-            _ => Ok(()),
-        }
+        check_hash(self.algorithm, hash)
     }
 
     /// The public key packet, for composing other OpenPGP objects with rpgp.
@@ -318,6 +309,41 @@ impl OpenPgpKey {
                 .map_err(encoding)?,
         ];
         Ok(config)
+    }
+}
+
+/// Whether `user_id` can be a certificate's User ID: 1 to [`MAX_USER_ID_LEN`] bytes, no NUL, CR
+/// or LF.
+pub fn check_user_id(user_id: &str) -> Result<(), OpenPgpError> {
+    if user_id.is_empty() {
+        return Err(OpenPgpError::BadUserId("empty"));
+    }
+    if user_id.len() > MAX_USER_ID_LEN {
+        return Err(OpenPgpError::BadUserId("longer than 1024 bytes"));
+    }
+    if user_id.contains(['\0', '\r', '\n']) {
+        return Err(OpenPgpError::BadUserId("contains NUL, CR or LF"));
+    }
+    Ok(())
+}
+
+/// Whether OpenPGP allows signatures by keys of `algorithm` with `hash` (a digest at least as
+/// long as the curve: P-384 signs with SHA-384 or SHA-512 only).
+pub fn check_hash(algorithm: KeyAlgorithm, hash: HashAlg) -> Result<(), OpenPgpError> {
+    match (algorithm, hash) {
+        (KeyAlgorithm::EcP384, HashAlg::Sha256) => {
+            Err(OpenPgpError::UnsupportedHash { algorithm, hash })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The hash used when none is asked for: SHA-384 for P-384 (the shortest OpenPGP allows),
+/// SHA-256 otherwise.
+pub fn default_hash(algorithm: KeyAlgorithm) -> HashAlg {
+    match algorithm {
+        KeyAlgorithm::EcP384 => HashAlg::Sha384,
+        _ => HashAlg::Sha256,
     }
 }
 
@@ -536,15 +562,7 @@ impl CertificateBuilder {
     /// [default hash](OpenPgpKey::default_hash) and the key's creation time, so building it
     /// again gives the same certificate metadata.
     pub fn new(key: &OpenPgpKey, user_id: &str) -> Result<Self, OpenPgpError> {
-        if user_id.is_empty() {
-            return Err(OpenPgpError::BadUserId("empty"));
-        }
-        if user_id.len() > MAX_USER_ID_LEN {
-            return Err(OpenPgpError::BadUserId("longer than 1024 bytes"));
-        }
-        if user_id.contains(['\0', '\r', '\n']) {
-            return Err(OpenPgpError::BadUserId("contains NUL, CR or LF"));
-        }
+        check_user_id(user_id)?;
         let user_id = UserId::from_str(PacketHeaderVersion::New, user_id).map_err(encoding)?;
         Ok(CertificateBuilder {
             hash: key.default_hash(),
@@ -675,6 +693,42 @@ pub struct Certificate {
 }
 
 impl Certificate {
+    /// A stored certificate (binary packets, as [`Certificate::to_bytes`] gave them), checked
+    /// again: its primary key must be `key` and its User ID binding must verify.
+    pub fn from_bytes(key: &OpenPgpKey, bytes: &[u8]) -> Result<Self, OpenPgpError> {
+        let signed = SignedPublicKey::from_bytes(bytes)
+            .map_err(|e| OpenPgpError::BadSignature(format!("stored certificate: {e}")))?;
+        if signed.primary_key.fingerprint() != key.packet.fingerprint() {
+            return Err(OpenPgpError::BadSignature(
+                "stored certificate: another primary key".into(),
+            ));
+        }
+        signed
+            .verify_bindings()
+            .map_err(|e| OpenPgpError::BadSignature(e.to_string()))?;
+        let armored = signed
+            .to_armored_string(armor_options())
+            .map_err(encoding)?;
+        Ok(Certificate {
+            key: key.clone(),
+            binary: bytes.to_vec(),
+            armored,
+        })
+    }
+
+    /// The User IDs the certificate binds.
+    pub fn user_ids(&self) -> Vec<String> {
+        SignedPublicKey::from_bytes(&self.binary[..])
+            .map(|k| {
+                k.details
+                    .users
+                    .iter()
+                    .map(|u| String::from_utf8_lossy(u.id.id()).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The primary key.
     pub fn key(&self) -> &OpenPgpKey {
         &self.key
@@ -701,42 +755,33 @@ impl Certificate {
     }
 }
 
-/// A detached signature over input streamed in chunks of any size; memory does not grow with
-/// the input.
-pub struct DetachedSigner {
-    key: OpenPgpKey,
-    config: SignatureConfig,
+/// The signed material of a detached signature, hashed as it streams in before the signing key
+/// is chosen (a ring lends its key only once the upload is complete); memory does not grow
+/// with the input. [`DetachedInput::into_pending`] binds it to a key.
+pub struct DetachedInput {
     hash: HashAlg,
+    mode: SignatureMode,
     hasher: Box<dyn pgp_digest::DynDigest + Send>,
     text: Option<TextCanon>,
     len: u64,
 }
 
-impl fmt::Debug for DetachedSigner {
+impl fmt::Debug for DetachedInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DetachedSigner")
-            .field("key", &self.key.fingerprint())
+        f.debug_struct("DetachedInput")
             .field("hash", &self.hash)
-            .field("text", &self.text.is_some())
+            .field("mode", &self.mode)
             .field("len", &self.len)
             .finish_non_exhaustive()
     }
 }
 
-impl DetachedSigner {
-    /// A signature by `key` with `hash`, made at `created` (not before the key's creation),
-    /// in `mode`.
-    pub fn new(
-        key: &OpenPgpKey,
-        hash: HashAlg,
-        created: OffsetDateTime,
-        mode: SignatureMode,
-    ) -> Result<Self, OpenPgpError> {
-        let config = key.config(mode.signature_type(), hash, timestamp(created)?)?;
-        Ok(DetachedSigner {
-            key: key.clone(),
-            config,
+impl DetachedInput {
+    /// Input for a signature with `hash` in `mode`.
+    pub fn new(hash: HashAlg, mode: SignatureMode) -> Result<Self, OpenPgpError> {
+        Ok(DetachedInput {
             hash,
+            mode,
             hasher: new_hasher(hash)?,
             text: (mode == SignatureMode::Text).then(TextCanon::default),
             len: 0,
@@ -757,15 +802,73 @@ impl DetachedSigner {
         self.len
     }
 
-    /// Ends the input; the result says what the token must sign. Text mode refuses input that
-    /// is not UTF-8 here.
-    pub fn into_pending(self) -> Result<PendingSignature, OpenPgpError> {
+    /// Ends the input and binds it to `key`, signing at `created` (not before the key's
+    /// creation); the result says what the token must sign. Text mode refuses input that is
+    /// not UTF-8 here, and a key refuses a hash OpenPGP does not allow it.
+    pub fn into_pending(
+        self,
+        key: &OpenPgpKey,
+        created: OffsetDateTime,
+    ) -> Result<PendingSignature, OpenPgpError> {
+        let config = key.config(self.mode.signature_type(), self.hash, timestamp(created)?)?;
         if let Some(text) = self.text {
             text.finish()?;
         }
         Ok(PendingSignature {
-            prepared: Prepared::new(&self.key, self.config, self.hasher, self.hash)?,
+            prepared: Prepared::new(key, config, self.hasher, self.hash)?,
         })
+    }
+}
+
+/// A detached signature by a key known from the start, over input streamed in chunks of any
+/// size; memory does not grow with the input.
+pub struct DetachedSigner {
+    key: OpenPgpKey,
+    created: OffsetDateTime,
+    input: DetachedInput,
+}
+
+impl fmt::Debug for DetachedSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetachedSigner")
+            .field("key", &self.key.fingerprint())
+            .field("input", &self.input)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DetachedSigner {
+    /// A signature by `key` with `hash`, made at `created` (not before the key's creation),
+    /// in `mode`.
+    pub fn new(
+        key: &OpenPgpKey,
+        hash: HashAlg,
+        created: OffsetDateTime,
+        mode: SignatureMode,
+    ) -> Result<Self, OpenPgpError> {
+        // Refuse a bad hash or time now, not after the whole input.
+        key.config(mode.signature_type(), hash, timestamp(created)?)?;
+        Ok(DetachedSigner {
+            key: key.clone(),
+            created,
+            input: DetachedInput::new(hash, mode)?,
+        })
+    }
+
+    /// Hashes the next chunk of the input.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.input.update(chunk);
+    }
+
+    /// The number of input bytes hashed so far.
+    pub fn input_len(&self) -> u64 {
+        self.input.input_len()
+    }
+
+    /// Ends the input; the result says what the token must sign. Text mode refuses input that
+    /// is not UTF-8 here.
+    pub fn into_pending(self) -> Result<PendingSignature, OpenPgpError> {
+        self.input.into_pending(&self.key, self.created)
     }
 
     /// [`into_pending`](Self::into_pending), the token call `sign` (blocking: run it off the
@@ -1155,8 +1258,6 @@ mod tests {
     #![allow(clippy::expect_used)]
 
     use super::*;
-
-    use pgp::composed::Deserializable as _;
 
     /// Hashes `chunks` through the text canonicaliser, returning what was hashed.
     fn canon(chunks: &[&[u8]]) -> (Vec<u8>, Result<(), OpenPgpError>) {

@@ -408,18 +408,31 @@ impl Hsm {
         stop: tokio_util::sync::CancellationToken,
         then: impl FnOnce(usize) + Send + 'static,
     ) -> Result<Vec<Vec<u8>>, HsmError> {
-        for input in &inputs {
+        let items = inputs.into_iter().map(|input| (scheme, input)).collect();
+        self.sign_items_then(key, items, stop, then).await
+    }
+
+    /// [`Hsm::sign_each_then`] with a scheme per input: what one request that returns several
+    /// formats (a raw signature, an OpenPGP one, a CMS one) signs with one key taken once.
+    pub async fn sign_items_then(
+        &self,
+        key: &Arc<KeySlot>,
+        items: Vec<(SignatureScheme, SignInputBuf)>,
+        stop: tokio_util::sync::CancellationToken,
+        then: impl FnOnce(usize) + Send + 'static,
+    ) -> Result<Vec<Vec<u8>>, HsmError> {
+        for (scheme, input) in &items {
             scheme.check(key.algorithm, input.as_input())?;
         }
         let key = key.clone();
         self.on_token_thread(
             move |hsm| {
-                let mut signatures = Vec::with_capacity(inputs.len());
-                for input in &inputs {
+                let mut signatures = Vec::with_capacity(items.len());
+                for (scheme, input) in &items {
                     if stop.is_cancelled() {
                         break;
                     }
-                    signatures.push(hsm.sign_blocking(&key, scheme, input.as_input())?);
+                    signatures.push(hsm.sign_blocking(&key, *scheme, input.as_input())?);
                 }
                 Ok(signatures)
             },

@@ -9,6 +9,7 @@
 //! idle for `signing.idle_release_secs`, so other daemons and batch jobs can use it. The hot
 //! path does no SQL: usage counters are flushed every `signing.usage_flush_secs`.
 
+pub mod openpgp;
 pub mod pool;
 mod trace;
 
@@ -24,7 +25,7 @@ pub use pool::{AcquireError, KeyGuard, RingPool};
 use crate::audit::{Actor, Audit, AuditError, Receipt, Record};
 use crate::config;
 use crate::crypto::{self, SchemeError, SignInputBuf, SignatureScheme};
-use crate::hsm::{Hsm, HsmError, KeyAlgorithm};
+use crate::hsm::{Hsm, HsmError, KeyAlgorithm, KeySlot};
 use crate::metrics::Metrics;
 use crate::store::rings::{Ring, RingKey};
 use crate::store::{KeyRecord, Store, StoreError};
@@ -39,6 +40,10 @@ pub enum SigningError {
     /// No ring key has this id (404).
     #[error("no key with id {0}")]
     UnknownKey(Uuid),
+    /// No ring key has this OpenPGP key id or fingerprint (404; 400 on the albs-sign-file
+    /// surface, as there).
+    #[error("key {0} does not exist")]
+    UnknownOpenPgpKey(String),
     /// The key is retired (or missing from its token): it verifies but no longer signs (409).
     #[error("key {0} is retired or missing: it verifies but no longer signs")]
     KeyNotActive(Uuid),
@@ -120,6 +125,25 @@ pub struct Signed {
     pub signature: Vec<u8>,
 }
 
+/// A key lent to one request by [`Signing::hold`]; dropping it gives the key back unused.
+#[derive(Debug)]
+pub struct HeldKey {
+    guard: KeyGuard,
+    slot: Arc<KeySlot>,
+}
+
+impl HeldKey {
+    /// The key's id.
+    pub fn id(&self) -> Uuid {
+        self.guard.id()
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.slot.algorithm()
+    }
+}
+
 /// A ring key as shown to clients: the stored record plus usage not yet flushed.
 #[derive(Debug, Clone)]
 pub struct KeyView {
@@ -160,6 +184,7 @@ struct Inner {
     /// Key id → ring (a key never changes ring).
     key_rings: Mutex<HashMap<Uuid, String>>,
     trace: Option<trace::Trace>,
+    openpgp: Mutex<openpgp::Cache>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -239,6 +264,7 @@ impl Signing {
                 rings: Mutex::new(HashMap::new()),
                 key_rings: Mutex::new(HashMap::new()),
                 trace,
+                openpgp: Mutex::new(openpgp::Cache::default()),
             }),
         };
         let weak = Arc::downgrade(&signing.inner);
@@ -371,17 +397,42 @@ impl Signing {
         for input in &inputs {
             scheme.check(target.algorithm(), input.as_input())?;
         }
-        let count = inputs.len();
-        let mut guard = self.acquire(&target.pool, target.key).await?;
+        let held = self.hold(target).await?;
+        let key_id = held.id();
+        let items = inputs.into_iter().map(|input| (scheme, input)).collect();
+        Ok((key_id, self.sign_held(held, items).await?))
+    }
+
+    /// Takes one key of `target` (least recently used, or the one asked for) and keeps it
+    /// lent until [`Signing::sign_held`] gives it back (or the value is dropped): for a request
+    /// that must know which key signs before it can say what is signed (an OpenPGP signature
+    /// names its issuer, a CMS one its certificate). Keep the time between the two short.
+    pub async fn hold(&self, target: &Resolved) -> Result<HeldKey, SigningError> {
+        let guard = self.acquire(&target.pool, target.key).await?;
         let slot = guard
             .slot()
             .cloned()
             .ok_or_else(|| SigningError::Hsm(HsmError::Worker("empty key guard".into())))?;
+        Ok(HeldKey { guard, slot })
+    }
+
+    /// Signs each item (scheme and input) with the held key on one token thread, then gives
+    /// the key back to its pool from that thread (after the trace recorded the operation's
+    /// end). Every signature is verified before it is returned (invariant 8); the first
+    /// failure fails them all.
+    pub async fn sign_held(
+        &self,
+        held: HeldKey,
+        items: Vec<(SignatureScheme, SignInputBuf)>,
+    ) -> Result<Vec<Vec<u8>>, SigningError> {
+        let HeldKey { mut guard, slot } = held;
+        for (scheme, input) in &items {
+            scheme.check(slot.algorithm(), input.as_input())?;
+        }
+        let count = items.len();
         let key_id = guard.id();
         let inner = self.inner.clone();
         let start = inner.trace.as_ref().map(trace::Trace::now);
-        // The key goes back to its pool from the token thread, right after the signatures
-        // (and after the trace has recorded the operation's end).
         let release = move |made: usize| {
             if let (Some(t), Some(start)) = (&inner.trace, start) {
                 t.record(key_id, start, t.now());
@@ -394,10 +445,9 @@ impl Signing {
         let signatures = self
             .inner
             .hsm
-            .sign_each_then(
+            .sign_items_then(
                 &slot,
-                scheme,
-                inputs,
+                items,
                 tokio_util::sync::CancellationToken::new(),
                 release,
             )
@@ -407,7 +457,7 @@ impl Signing {
                 "the token thread stopped early".into(),
             )));
         }
-        Ok((key_id, signatures))
+        Ok(signatures)
     }
 
     /// A key of the pool, now or after waiting in the ring's queue.
@@ -756,7 +806,12 @@ impl Signing {
         name: &str,
         algorithm: KeyAlgorithm,
         token: Option<&str>,
+        openpgp_user_id: Option<&str>,
     ) -> Result<(Ring, Receipt), SigningError> {
+        if let Some(id) = openpgp_user_id {
+            crate::formats::openpgp::check_user_id(id)
+                .map_err(|e| SigningError::Invalid(format!("openpgp_user_id: {e}")))?;
+        }
         if !valid_ring_name(name) {
             return Err(SigningError::Invalid(format!(
                 "invalid ring name `{name}`: 1 to 63 of a-z 0-9 . _ -, starting with a letter or digit"
@@ -766,7 +821,9 @@ impl Signing {
             return Err(SigningError::Conflict(format!("ring `{name}` exists")));
         }
         let token = self.token_for(token)?;
-        let receipt = self.append_ring(actor, name, algorithm, &token).await?;
+        let receipt = self
+            .append_ring(actor, name, algorithm, &token, openpgp_user_id)
+            .await?;
         Ok((self.ring(name).await?, receipt))
     }
 
@@ -786,18 +843,23 @@ impl Signing {
         name: &str,
         algorithm: KeyAlgorithm,
         token: &str,
+        openpgp_user_id: Option<&str>,
     ) -> Result<Receipt, SigningError> {
-        let params =
+        let mut params =
             serde_json::json!({ "name": name, "algorithm": algorithm.as_str(), "token": token });
+        if let Some(id) = openpgp_user_id {
+            params["openpgp_user_id"] = id.into();
+        }
         let rec = record(actor, "ring.create", format!("ring:{name}"), &params, None);
         let (n, t) = (name.to_owned(), token.to_owned());
+        let user_id = openpgp_user_id.map(str::to_owned);
         self.inner
             .audit
             .append_with(
                 rec,
                 Box::new(move |tx| {
                     Box::pin(async move {
-                        crate::store::rings::ensure_ring(tx, &n, algorithm, &t)
+                        crate::store::rings::ensure_ring(tx, &n, algorithm, &t, user_id.as_deref())
                             .await
                             .map(|_| ())
                     })
@@ -845,7 +907,9 @@ impl Signing {
                         "ring `{ring}` does not exist: give an algorithm to create it"
                     ))
                 })?;
-                let (r, receipt) = self.create_ring(actor, ring, algorithm, token).await?;
+                let (r, receipt) = self
+                    .create_ring(actor, ring, algorithm, token, None)
+                    .await?;
                 (r, Some(receipt))
             }
         };

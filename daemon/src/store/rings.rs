@@ -22,6 +22,8 @@ pub struct Ring {
     pub token: String,
     /// Creation time.
     pub created_at: OffsetDateTime,
+    /// The User ID of its keys' OpenPGP certificates, if set (else the default).
+    pub openpgp_user_id: Option<String>,
 }
 
 /// A key of a ring with its usage.
@@ -61,8 +63,11 @@ fn ring_from_row(r: &tokio_postgres::Row) -> Result<Ring, StoreError> {
         algorithm: algorithm.parse().map_err(StoreError::Corrupt)?,
         token: r.try_get(2)?,
         created_at: r.try_get(3)?,
+        openpgp_user_id: r.try_get(4)?,
     })
 }
+
+const RING_COLUMNS: &str = "name, algorithm, token, created_at, openpgp_user_id";
 
 fn interval_secs(ttl: Duration) -> f64 {
     ttl.as_secs_f64().max(0.001)
@@ -120,7 +125,7 @@ impl Store {
         let conn = self.pool.get().await?;
         let row = conn
             .query_opt(
-                "SELECT name, algorithm, token, created_at FROM rings WHERE name = $1",
+                &format!("SELECT {RING_COLUMNS} FROM rings WHERE name = $1"),
                 &[&name],
             )
             .await?;
@@ -132,7 +137,7 @@ impl Store {
         let conn = self.pool.get().await?;
         let rows = conn
             .query(
-                "SELECT name, algorithm, token, created_at FROM rings ORDER BY name",
+                &format!("SELECT {RING_COLUMNS} FROM rings ORDER BY name"),
                 &[],
             )
             .await?;
@@ -293,12 +298,13 @@ pub async fn ensure_ring(
     name: &str,
     algorithm: KeyAlgorithm,
     token: &str,
+    openpgp_user_id: Option<&str>,
 ) -> Result<bool, StoreError> {
     let created = tx
         .execute(
-            "INSERT INTO rings (name, algorithm, token) VALUES ($1, $2, $3) \
+            "INSERT INTO rings (name, algorithm, token, openpgp_user_id) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO NOTHING",
-            &[&name, &algorithm.as_str(), &token],
+            &[&name, &algorithm.as_str(), &token, &openpgp_user_id],
         )
         .await?;
     let row = tx
@@ -316,7 +322,40 @@ pub async fn ensure_ring(
     Ok(created == 1)
 }
 
+/// Stores a key's first OpenPGP certificate; refused (`Conflict`) if it has one already.
+pub async fn set_openpgp_certificate(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    certificate: &[u8],
+) -> Result<(), StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE keys SET openpgp_certificate = $2 \
+             WHERE id = $1 AND ring IS NOT NULL AND openpgp_certificate IS NULL",
+            &[&id, &certificate],
+        )
+        .await?;
+    if n != 1 {
+        return Err(StoreError::Conflict(format!(
+            "key {id} has an OpenPGP certificate already"
+        )));
+    }
+    Ok(())
+}
+
 impl Store {
+    /// A ring key's stored OpenPGP certificate (binary packets), if one was made.
+    pub async fn openpgp_certificate(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT openpgp_certificate FROM keys WHERE id = $1 AND ring IS NOT NULL",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?.flatten())
+    }
+
     /// Every ring key, by ring, then least recently used first.
     pub async fn all_ring_keys(&self) -> Result<Vec<RingKey>, StoreError> {
         let conn = self.pool.get().await?;

@@ -1,0 +1,547 @@
+//! api::formats: one upload, the artefacts a request asks for — a raw signature, an OpenPGP
+//! detached signature (binary or text mode, armored or not), an OpenPGP cleartext-signed
+//! message — made with one key taken once, and one audit entry naming every format and the
+//! SHA-256 of the input and of each artefact.
+//!
+//! The upload is hashed as it streams in, once per format (the ring lends its key only when the
+//! upload is complete, so an OpenPGP signature, which names its key, is bound to it
+//! afterwards). Only what must be signed whole is held in memory: a cleartext message (the
+//! answer carries it) and an Ed25519 raw signature's message, each within its own limit.
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use sha2::Digest as _;
+use uuid::Uuid;
+
+use super::sign::{Hasher, receipt_json};
+use super::upload::{self, Event, Shape};
+use super::{ApiError, Caller, with_receipt};
+use crate::app::App;
+use crate::audit::{self, Receipt};
+use crate::crypto::{EcdsaEncoding, HashAlg, SignInputBuf, SignatureScheme};
+use crate::formats::openpgp::{self, DetachedInput, OpenPgpError, PendingCleartext, SignatureMode};
+use crate::hsm::KeyAlgorithm;
+use crate::signing::{self, Resolved};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// One artefact kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
+    /// The token's signature itself (`/v1/sign`'s default).
+    Raw,
+    /// A detached OpenPGP signature.
+    OpenPgp,
+    /// An OpenPGP cleartext-signed message.
+    Cleartext,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::OpenPgp => "openpgp",
+            Format::Cleartext => "openpgp-cleartext",
+        }
+    }
+}
+
+/// Parses `format=raw,openpgp,...` (no repeats).
+pub(super) fn parse_formats(list: &str) -> Result<Vec<Format>, ApiError> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        let f = match item {
+            "raw" => Format::Raw,
+            "openpgp" => Format::OpenPgp,
+            "openpgp-cleartext" | "cleartext" => Format::Cleartext,
+            "cms" => {
+                return Err(ApiError::bad_request(
+                    "format `cms` is not available yet on this daemon",
+                ));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown format `{other}`: use raw, openpgp or openpgp-cleartext"
+                )));
+            }
+        };
+        if out.contains(&f) {
+            return Err(ApiError::bad_request(format!(
+                "format `{item}` is named twice"
+            )));
+        }
+        out.push(f);
+    }
+    if out.is_empty() {
+        return Err(ApiError::bad_request("name at least one format"));
+    }
+    Ok(out)
+}
+
+/// What a request wants made from its upload.
+#[derive(Debug, Clone)]
+pub(super) struct Spec {
+    /// The formats, in the order asked for.
+    pub formats: Vec<Format>,
+    /// The raw signature's scheme and ECDSA encoding, if raw is asked for.
+    pub raw: Option<(SignatureScheme, Option<EcdsaEncoding>)>,
+    /// The hash of OpenPGP signatures.
+    pub openpgp_hash: HashAlg,
+    /// Detached OpenPGP signatures: text mode (type 0x01) instead of binary.
+    pub openpgp_text: bool,
+    /// Detached OpenPGP signatures: ASCII armor (default) instead of binary packets.
+    pub armor: bool,
+}
+
+impl Spec {
+    /// Checks the OpenPGP hash against the key algorithm (`hash` names one, or the key's
+    /// default is taken).
+    pub fn openpgp_hash(algorithm: KeyAlgorithm, hash: Option<&str>) -> Result<HashAlg, ApiError> {
+        let hash = match hash {
+            None => openpgp::default_hash(algorithm),
+            Some(h) => h
+                .parse::<HashAlg>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        };
+        openpgp::check_hash(algorithm, hash).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(hash)
+    }
+
+    fn has(&self, f: Format) -> bool {
+        self.formats.contains(&f)
+    }
+}
+
+/// An upload hashed for every format of a [`Spec`].
+pub(super) struct Hashing {
+    raw: Option<RawSink>,
+    openpgp: Option<DetachedInput>,
+    cleartext: Option<Vec<u8>>,
+    sha256: sha2::Sha256,
+    bytes: u64,
+    /// Bounds on what is held in memory.
+    cleartext_limit: u64,
+    message_limit: u64,
+    /// The file name the client gave (multipart).
+    pub name: Option<String>,
+}
+
+enum RawSink {
+    Digest(Hasher),
+    Message(Vec<u8>),
+}
+
+impl Hashing {
+    pub fn new(app: &App, spec: &Spec) -> Result<Hashing, ApiError> {
+        let cfg = app.signing.config();
+        let raw = spec.raw.map(|(scheme, _)| match scheme.hash() {
+            Some(h) => RawSink::Digest(Hasher::new(h)),
+            None => RawSink::Message(Vec::new()),
+        });
+        let openpgp = if spec.has(Format::OpenPgp) {
+            let mode = if spec.openpgp_text {
+                SignatureMode::Text
+            } else {
+                SignatureMode::Binary
+            };
+            Some(DetachedInput::new(spec.openpgp_hash, mode).map_err(openpgp_api)?)
+        } else {
+            None
+        };
+        Ok(Hashing {
+            raw,
+            openpgp,
+            cleartext: spec.has(Format::Cleartext).then(Vec::new),
+            sha256: sha2::Sha256::new(),
+            bytes: 0,
+            cleartext_limit: cfg.max_cleartext_bytes.min(cfg.max_upload_bytes),
+            message_limit: cfg.max_ed25519_bytes.min(cfg.max_upload_bytes),
+            name: None,
+        })
+    }
+
+    /// Hashes the next chunk; refuses (413) what cannot be held.
+    pub fn update(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        self.bytes = self.bytes.saturating_add(data.len() as u64);
+        self.sha256.update(data);
+        match &mut self.raw {
+            Some(RawSink::Digest(h)) => h.update(data),
+            Some(RawSink::Message(m)) => {
+                if self.bytes > self.message_limit {
+                    return Err(ApiError::too_large(format!(
+                        "an Ed25519 upload (signed whole) is limited to {} bytes",
+                        self.message_limit
+                    )));
+                }
+                m.extend_from_slice(data);
+            }
+            None => {}
+        }
+        if let Some(o) = &mut self.openpgp {
+            o.update(data);
+        }
+        if let Some(c) = &mut self.cleartext {
+            if self.bytes > self.cleartext_limit {
+                return Err(ApiError::too_large(format!(
+                    "a cleartext-signed text is limited to {} bytes (signing.max_cleartext_bytes)",
+                    self.cleartext_limit
+                )));
+            }
+            c.extend_from_slice(data);
+        }
+        Ok(())
+    }
+}
+
+/// Streams a single-file upload (raw body or one `file` part) into a [`Hashing`].
+pub(super) async fn hash_upload(
+    app: &App,
+    spec: &Spec,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Hashing, ApiError> {
+    let shape = upload::shape(headers)?;
+    let limit = app.signing.config().max_upload_bytes;
+    upload::check_declared(headers, &shape, limit, "an upload").map_err(|e| count(app, e))?;
+    let mut hashing = Hashing::new(app, spec)?;
+    let streamed = upload::stream(body, &shape, "file", 1, limit, "an upload", |ev| match ev {
+        Event::Start(f) => {
+            hashing.name = f.name;
+            Ok(())
+        }
+        Event::Data(d) => hashing.update(d),
+    })
+    .await
+    .map_err(|e| count(app, e))?;
+    if streamed.files == 0 {
+        return Err(ApiError::bad_request("the form has no `file` part"));
+    }
+    Ok(hashing)
+}
+
+/// Whether a request's body is a multipart form.
+pub(super) fn is_multipart(headers: &HeaderMap) -> Result<bool, ApiError> {
+    Ok(matches!(upload::shape(headers)?, Shape::Multipart(_)))
+}
+
+/// Counts a 413 in the upload metrics.
+pub(super) fn count(app: &App, e: ApiError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        app.metrics.signing_uploads_too_large.inc();
+    }
+    e
+}
+
+fn openpgp_api(e: OpenPgpError) -> ApiError {
+    match e {
+        OpenPgpError::Token(h) => ApiError::from(h),
+        other => ApiError::bad_request(other.to_string()),
+    }
+}
+
+/// What was made from one upload.
+#[derive(Debug)]
+pub(super) struct Artefacts {
+    /// The raw signature, encoded as asked.
+    pub raw: Option<Vec<u8>>,
+    /// The detached OpenPGP signature.
+    pub openpgp: Option<openpgp::DetachedSignature>,
+    /// The cleartext-signed message.
+    pub cleartext: Option<String>,
+    /// Bytes and SHA-256 of the input.
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+    /// The client's file name.
+    pub name: Option<String>,
+}
+
+impl Artefacts {
+    /// The artefact of `f` as it is returned (armored text or bytes).
+    pub fn bytes_of(&self, f: Format, armor: bool) -> Option<Vec<u8>> {
+        match f {
+            Format::Raw => self.raw.clone(),
+            Format::OpenPgp => self.openpgp.as_ref().map(|s| {
+                if armor {
+                    s.armored().as_bytes().to_vec()
+                } else {
+                    s.to_bytes().to_vec()
+                }
+            }),
+            Format::Cleartext => self.cleartext.as_ref().map(|c| c.as_bytes().to_vec()),
+        }
+    }
+}
+
+/// The key that signed, and what it made.
+#[derive(Debug)]
+pub(super) struct Made {
+    pub key_id: Uuid,
+    pub openpgp_fingerprint: Option<String>,
+    pub artefacts: Vec<Artefacts>,
+}
+
+enum Pending {
+    Raw(SignatureScheme, Option<EcdsaEncoding>),
+    OpenPgp(openpgp::PendingSignature),
+    Cleartext(PendingCleartext),
+}
+
+/// Signs every upload of `hashed` in every format of `spec` with one key of `target`, taken
+/// once; each signature is verified before release (the token layer, and rpgp for OpenPGP).
+pub(super) async fn sign_all(
+    app: &App,
+    target: &Resolved,
+    spec: &Spec,
+    hashed: Vec<Hashing>,
+) -> Result<Made, ApiError> {
+    let algorithm = target.algorithm();
+    // Bad requests never take a key.
+    if let Some((scheme, _)) = spec.raw {
+        for h in &hashed {
+            if let Some(RawSink::Message(m)) = &h.raw {
+                scheme
+                    .check(algorithm, SignInputBuf::Message(m.clone()).as_input())
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            }
+        }
+    }
+    let held = app.signing.hold(target).await?;
+    let key_id = held.id();
+    let packet = if spec.has(Format::OpenPgp) || spec.has(Format::Cleartext) {
+        Some(app.signing.openpgp_key(key_id).await?)
+    } else {
+        None
+    };
+    let time = packet.as_ref().map_or_else(
+        time::OffsetDateTime::now_utc,
+        signing::openpgp::signing_time,
+    );
+    let mut items = Vec::new();
+    let mut pending: Vec<Vec<Pending>> = Vec::with_capacity(hashed.len());
+    let mut meta = Vec::with_capacity(hashed.len());
+    for h in hashed {
+        let Hashing {
+            mut raw,
+            mut openpgp,
+            mut cleartext,
+            sha256,
+            bytes,
+            name,
+            ..
+        } = h;
+        let mut mine = Vec::new();
+        for f in &spec.formats {
+            match f {
+                Format::Raw => {
+                    let (scheme, encoding) = spec.raw.ok_or_else(ApiError::internal)?;
+                    let input = match raw.take() {
+                        Some(RawSink::Digest(hasher)) => SignInputBuf::Digest(hasher.finish()),
+                        Some(RawSink::Message(m)) => SignInputBuf::Message(m),
+                        None => return Err(ApiError::internal()),
+                    };
+                    items.push((scheme, input));
+                    mine.push(Pending::Raw(scheme, encoding));
+                }
+                Format::OpenPgp => {
+                    let input = openpgp.take().ok_or_else(ApiError::internal)?;
+                    let key = packet.as_ref().ok_or_else(ApiError::internal)?;
+                    let p = input.into_pending(key, time).map_err(openpgp_api)?;
+                    items.push((p.request().scheme(), p.request().input_buf()));
+                    mine.push(Pending::OpenPgp(p));
+                }
+                Format::Cleartext => {
+                    let text = cleartext.take().ok_or_else(ApiError::internal)?;
+                    let key = packet.as_ref().ok_or_else(ApiError::internal)?;
+                    let p = openpgp::CleartextSigner::prepare(key, spec.openpgp_hash, time, &text)
+                        .map_err(openpgp_api)?;
+                    items.push((p.request().scheme(), p.request().input_buf()));
+                    mine.push(Pending::Cleartext(p));
+                }
+            }
+        }
+        pending.push(mine);
+        meta.push((bytes, sha256.finalize().into(), name));
+    }
+    let mut signatures = app.signing.sign_held(held, items).await?.into_iter();
+    let mut artefacts = Vec::with_capacity(pending.len());
+    for (mine, (bytes, sha256, name)) in pending.into_iter().zip(meta) {
+        let mut a = Artefacts {
+            raw: None,
+            openpgp: None,
+            cleartext: None,
+            bytes,
+            sha256,
+            name,
+        };
+        for p in mine {
+            let sig = signatures.next().ok_or_else(ApiError::internal)?;
+            match p {
+                Pending::Raw(scheme, encoding) => {
+                    a.raw = Some(
+                        scheme
+                            .encode_signature(&sig, encoding.unwrap_or_default())
+                            .map_err(|e| {
+                                tracing::error!(error = %e, "cannot re-encode a signature");
+                                ApiError::internal()
+                            })?,
+                    );
+                }
+                Pending::OpenPgp(p) => a.openpgp = Some(p.complete(&sig).map_err(withheld)?),
+                Pending::Cleartext(p) => a.cleartext = Some(p.complete(&sig).map_err(withheld)?),
+            }
+        }
+        artefacts.push(a);
+    }
+    Ok(Made {
+        key_id,
+        openpgp_fingerprint: packet.map(|p| p.fingerprint()),
+        artefacts,
+    })
+}
+
+/// A token signature that rpgp's own check refused is withheld (invariant 8).
+fn withheld(e: OpenPgpError) -> ApiError {
+    tracing::error!(error = %e, "an OpenPGP signature failed its check; withheld");
+    ApiError::internal()
+}
+
+/// The audit parameters and output of a format request: formats, hash, input digest and
+/// each artefact's SHA-256, so one entry covers everything returned.
+pub(super) fn audit_params(
+    target: &Resolved,
+    spec: &Spec,
+    made: &Made,
+    extra: serde_json::Value,
+) -> (serde_json::Value, Vec<u8>) {
+    let mut files = Vec::new();
+    let mut all = Vec::new();
+    for a in &made.artefacts {
+        let mut outputs = serde_json::Map::new();
+        for f in &spec.formats {
+            if let Some(b) = a.bytes_of(*f, spec.armor) {
+                outputs.insert(f.name().into(), hex::encode(audit::digest(&b)).into());
+                all.extend_from_slice(&b);
+            }
+        }
+        files.push(serde_json::json!({
+            "name": a.name,
+            "bytes": a.bytes,
+            "sha256": hex::encode(a.sha256),
+            "outputs": outputs,
+        }));
+    }
+    let params = serde_json::json!({
+        "target": target.subject(),
+        "key_id": made.key_id,
+        "openpgp_fingerprint": made.openpgp_fingerprint,
+        "formats": spec.formats.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        "scheme": spec.raw.map(|(s, _)| s.name()),
+        "encoding": spec.raw.and_then(|(_, e)| e).map(EcdsaEncoding::as_str),
+        "openpgp_hash": (spec.has(Format::OpenPgp) || spec.has(Format::Cleartext)).then(|| spec.openpgp_hash.to_string()),
+        "openpgp_text": spec.openpgp_text,
+        "armor": spec.armor,
+        "files": files,
+        "request": extra,
+    });
+    (params, all)
+}
+
+/// The answer to `/v1/sign` with formats: one non-raw format → the artefact itself (with the
+/// receipt and key in headers); several → JSON with each.
+pub(super) fn answer(
+    target: &Resolved,
+    spec: &Spec,
+    made: &Made,
+    receipt: &Receipt,
+) -> Result<Response, ApiError> {
+    let a = made.artefacts.first().ok_or_else(ApiError::internal)?;
+    let mut response = match spec.formats.as_slice() {
+        [Format::OpenPgp] => {
+            let sig = a.openpgp.as_ref().ok_or_else(ApiError::internal)?;
+            if spec.armor {
+                (
+                    [(header::CONTENT_TYPE, "application/pgp-signature")],
+                    sig.armored().to_owned(),
+                )
+                    .into_response()
+            } else {
+                (
+                    [(header::CONTENT_TYPE, "application/octet-stream")],
+                    sig.to_bytes().to_vec(),
+                )
+                    .into_response()
+            }
+        }
+        [Format::Cleartext] => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            a.cleartext.clone().ok_or_else(ApiError::internal)?,
+        )
+            .into_response(),
+        _ => {
+            let mut signatures = serde_json::Map::new();
+            for f in &spec.formats {
+                let v = match f {
+                    Format::Raw => serde_json::json!({
+                        "scheme": spec.raw.map(|(s, _)| s.name()),
+                        "encoding": spec.raw.and_then(|(_, e)| e).map(EcdsaEncoding::as_str),
+                        "signature": a.raw.as_ref().map(|r| B64.encode(r)),
+                    }),
+                    Format::OpenPgp => {
+                        let sig = a.openpgp.as_ref().ok_or_else(ApiError::internal)?;
+                        serde_json::json!({
+                            "hash": spec.openpgp_hash.to_string(),
+                            "mode": if spec.openpgp_text { "text" } else { "binary" },
+                            "armored": sig.armored(),
+                            "signature": B64.encode(sig.to_bytes()),
+                        })
+                    }
+                    Format::Cleartext => serde_json::json!({
+                        "hash": spec.openpgp_hash.to_string(),
+                        "message": a.cleartext,
+                    }),
+                };
+                signatures.insert(f.name().into(), v);
+            }
+            let body = serde_json::json!({
+                "key_id": made.key_id,
+                "ring": target.ring(),
+                "algorithm": target.algorithm().as_str(),
+                "openpgp_fingerprint": made.openpgp_fingerprint,
+                "bytes": a.bytes,
+                "sha256": hex::encode(a.sha256),
+                "formats": spec.formats.iter().map(|f| f.name()).collect::<Vec<_>>(),
+                "signatures": signatures,
+                "receipt": receipt_json(receipt),
+            });
+            Json(body).into_response()
+        }
+    };
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&made.key_id.to_string()) {
+        h.insert("signetd-key-id", v);
+    }
+    if let Some(fpr) = &made.openpgp_fingerprint
+        && let Ok(v) = HeaderValue::from_str(fpr)
+    {
+        h.insert("openpgp-fingerprint", v);
+    }
+    Ok(with_receipt(response, receipt))
+}
+
+/// Appends the one audit entry of a format request.
+pub(super) async fn audit_made(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    target: &Resolved,
+    spec: &Spec,
+    made: &Made,
+    extra: serde_json::Value,
+) -> Result<Receipt, ApiError> {
+    let (params, outputs) = audit_params(target, spec, made, extra);
+    let record = caller.record(action, target.subject(), &params, Some(&outputs), "ok");
+    Ok(app.audit.append(record).await?)
+}
