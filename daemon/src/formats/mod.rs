@@ -1,5 +1,10 @@
-//! formats: encodings of the daemon's keys and signatures for other ecosystems (OpenPGP), built
-//! around signatures the token makes. No IO, no PKCS#11: the caller hands in the token's
+//! formats: encodings of the daemon's keys and signatures for other ecosystems (OpenPGP, RPM),
+//! built around signatures the token makes. No IO, no PKCS#11: the caller hands in the token's
 //! signature (or a closure that asks the token for it).
+//!
+//! - [`openpgp`]: OpenPGP v4 certificates, detached and cleartext signatures.
+//! - [`rpm`]: RPM v4 packages with a header-only OpenPGP signature, the head parsed
+//!   incrementally so that the payload streams past.
 
 pub mod openpgp;
+pub mod rpm;
