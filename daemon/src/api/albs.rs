@@ -35,6 +35,7 @@ pub(super) fn routes() -> Router<App> {
     Router::new()
         .route("/sign", post(sign))
         .route("/sign-batch", post(sign_batch))
+        .route("/sign-rpm", post(sign_rpm))
         .route("/keys", get(keys))
         .route("/ping", get(ping))
 }
@@ -270,6 +271,36 @@ async fn sign_batch(
     Ok(with_receipt(response, &receipt))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RpmQuery {
+    keyid: Option<String>,
+}
+
+/// `POST /sign-rpm?keyid=…` with a multipart `file` (or the package as the body): the signed
+/// package, `application/x-rpm`, named by the upload's basename.
+async fn sign_rpm(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<RpmQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| bad_query(&e))?;
+    let (_, resolved) = key_for(&app, &caller, q.keyid.as_deref(), "sign-rpm").await?;
+    let signed = super::rpm::sign_package(&app, &resolved, &headers, body).await?;
+    let receipt = super::rpm::audit_package(
+        &app,
+        &caller,
+        "sign-rpm",
+        &resolved,
+        &signed,
+        serde_json::json!({ "surface": "albs-sign-file", "keyid": q.keyid }),
+    )
+    .await?;
+    super::rpm::answer(signed, &receipt)
+}
+
 /// `GET /keys`: the OpenPGP key ids of the active keys the caller may sign with.
 async fn keys(
     State(app): State<App>,
@@ -299,7 +330,7 @@ async fn keys(
     let body = serde_json::json!({
         "keys": mine,
         "restricted": restricted,
-        "rpm_signing_available": false,
+        "rpm_signing_available": true,
     });
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }

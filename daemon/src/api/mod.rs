@@ -10,6 +10,7 @@ pub mod input;
 mod jobs;
 mod pki;
 mod problem;
+mod rpm;
 mod sign;
 mod upload;
 pub mod wire;

@@ -39,6 +39,7 @@ pub(super) fn routes() -> Router<App> {
     Router::new()
         .route("/v1/sign", post(sign))
         .route("/v1/sign-batch", post(sign_batch))
+        .route("/v1/sign-rpm", post(sign_rpm))
         .route("/v1/verify", post(verify))
         .route("/v1/rings", get(list_rings).post(create_ring))
         .route("/v1/rings/{ring}", get(get_ring))
@@ -536,6 +537,38 @@ async fn sign_formats(
         return Ok(with_receipt(Json(body).into_response(), &receipt));
     }
     formats::answer(resolved, &spec, &made, &receipt)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RpmQuery {
+    ring: Option<String>,
+    key_id: Option<String>,
+}
+
+/// `POST /v1/sign-rpm?ring=…|key_id=…`: the package (body or multipart `file`) back with a
+/// new header signature.
+async fn sign_rpm(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<RpmQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let target = parse_target(q.ring, q.key_id)?;
+    let resolved = authorize_signer(&app, &caller, &target, "sign-rpm").await?;
+    let signed = super::rpm::sign_package(&app, &resolved, &headers, body).await?;
+    let receipt = super::rpm::audit_package(
+        &app,
+        &caller,
+        "sign-rpm",
+        &resolved,
+        &signed,
+        serde_json::json!({}),
+    )
+    .await?;
+    super::rpm::answer(signed, &receipt)
 }
 
 trait IntoApi {

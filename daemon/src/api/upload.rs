@@ -261,10 +261,50 @@ fn check_file_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
+/// The last path component of a client's file name, with every character outside
+/// `A-Za-z0-9._+-` replaced by `_`: safe in a Content-Disposition header and as a file name
+/// (never `.` or `..`). `fallback` when nothing is left.
+pub(super) fn basename(name: Option<&str>, fallback: &str) -> String {
+    let last = name
+        .unwrap_or_default()
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default();
+    let safe: String = last
+        .chars()
+        .take(255)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.is_empty() || safe.chars().all(|c| c == '.') {
+        fallback.to_owned()
+    } else {
+        safe
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn basenames() {
+        assert_eq!(
+            basename(Some("../../../etc/cron.d/payload.rpm"), "x"),
+            "payload.rpm"
+        );
+        assert_eq!(basename(Some("a\\b\\c d.rpm"), "x"), "c_d.rpm");
+        assert_eq!(basename(Some(".."), "x"), "x");
+        assert_eq!(basename(Some("dir/"), "x"), "x");
+        assert_eq!(basename(None, "package.rpm"), "package.rpm");
+        assert_eq!(basename(Some("ü\"x.rpm"), "p"), "__x.rpm");
+    }
 
     #[test]
     fn shapes() {

@@ -13,6 +13,7 @@ use signet_pgcluster::{Options, TempCluster};
 
 pub mod jobs;
 pub mod pki;
+pub mod rpm;
 pub mod sign;
 use signet_softhsm::SoftHsm;
 
