@@ -224,6 +224,12 @@ fn route_table() -> Vec<Row> {
                 "batch_form",
                 true,
             ),
+        row(Api, "POST", "/sign-rpm")
+            .query("keyid={keyid}", &["keyid", "x"])
+            .raw("multipart/form-data; boundary=FuzzBoundary", "form", true),
+        row(Api, "POST", "/v1/sign-rpm")
+            .query("ring={ring}", &["ring", "key_id", "x"])
+            .raw("application/x-rpm", "data", true),
         row(Api, "GET", "/keys").query("", nothing),
         row(Api, "GET", "/ping").query("", nothing),
         // The certificate authority.
