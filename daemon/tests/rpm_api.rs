@@ -114,14 +114,11 @@ fn signed_packages_pass_rpmkeys_checksig() {
         assert!(headers.contains("audit-receipt: "), "{headers}");
         let (ok, lines, out) = checksig(&db, &signed);
         let want = format!("Header V4 {alg}/SHA256 Signature, key ID {short}: OK");
-        assert!(ok && lines.iter().any(|l| *l == want), "{want}:\n{out}");
+        assert!(ok && lines.contains(&want), "{want}:\n{out}");
         let bad = dir.join("tampered.rpm");
         tamper(&signed, &bad);
         let (_, lines, out) = checksig(&db, &bad);
-        assert!(
-            !lines.iter().any(|l| *l == want),
-            "a changed header passed:\n{out}"
-        );
+        assert!(!lines.contains(&want), "a changed header passed:\n{out}");
 
         // /v1/sign-rpm with the package as the body; signing again replaces the signature.
         let again = dir.join(format!("{ring}-again.rpm"));
@@ -150,10 +147,7 @@ fn signed_packages_pass_rpmkeys_checksig() {
         );
         assert_eq!(r.status, 200, "{r:?}");
         let (ok, lines, out) = checksig(&db, &signed_big);
-        assert!(
-            ok && lines.iter().any(|l| *l == want),
-            "50 MB package:\n{out}"
-        );
+        assert!(ok && lines.contains(&want), "50 MB package:\n{out}");
         assert!(
             out.contains("Payload SHA256 digest: OK") || out.contains("MD5 digest: OK"),
             "{out}"
