@@ -508,9 +508,21 @@ print(json.dumps(out))
             .contains("does not exist")
     );
 
+    // A raw signature from a multipart upload answers as /v1/sign always did (P-384 may sign
+    // a raw SHA-256 digest; only OpenPGP needs SHA-384 or longer).
+    let file_field = format!("file=@{}", s(&files[0]));
+    let r = call(
+        &instance,
+        &signer,
+        &["-F", &file_field],
+        &daemon.api_url(&format!("/v1/sign?key_id={p384}&hash=sha256")),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["scheme"], "ecdsa-p384-sha256", "{r:?}");
+    assert_eq!(r.json()["bytes"], 7);
+
     // Bad input: a clear 4xx problem, nothing signed.
     let before = signatures_made(&daemon);
-    let file_field = format!("file=@{}", s(&files[0]));
     let sign = |client: &Client, query: &str, extra: &[&str]| {
         call(
             &instance,

@@ -499,8 +499,15 @@ async fn sign_formats(
         }
         None
     };
+    // The OpenPGP hash is checked only where an OpenPGP format is asked for (P-384 may sign
+    // a raw SHA-256 digest, not an OpenPGP one).
+    let openpgp_hash = if openpgp {
+        formats::Spec::openpgp_hash(algorithm, q.hash.as_deref())?
+    } else {
+        crate::formats::openpgp::default_hash(algorithm)
+    };
     let spec = formats::Spec {
-        openpgp_hash: formats::Spec::openpgp_hash(algorithm, q.hash.as_deref())?,
+        openpgp_hash,
         formats,
         raw,
         openpgp_text: q.text.unwrap_or(false),
