@@ -13,11 +13,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use support::cms::cms_verify;
 use support::sign::{
-    Client, account, admin, configure_signing, generate, get, openssl_verify_message, post_json,
-    rss_kib, tls_args, unb64, write,
+    Client, account, admin, assert_problem, call, configure_signing, generate, get,
+    openssl_verify_message, post_file, post_json, rss_kib, signatures_made, tls_args, unb64, write,
 };
-use support::{CurlResult, Daemon, Instance, curl, require_tool, s};
+use support::{Daemon, Instance, curl, require_tool, s};
 
 /// A GnuPG home directory of its own.
 struct Gpg {
@@ -77,39 +78,6 @@ impl Gpg {
             && out.contains(&format!("[GNUPG:] VALIDSIG {fingerprint}"));
         (good, out)
     }
-}
-
-fn call(instance: &Instance, client: &Client, extra: &[&str], url: &str) -> CurlResult {
-    let mut args = tls_args(instance, client);
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    args.push(url.to_owned());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    curl(&refs)
-}
-
-fn assert_problem(r: &CurlResult, status: u16, detail: &str) {
-    assert_eq!(r.status, status, "{r:?}");
-    let v = r.json();
-    assert!(
-        v["type"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("urn:signetd:problem:")),
-        "{r:?}"
-    );
-    assert!(
-        v["detail"].as_str().is_some_and(|d| d.contains(detail)),
-        "detail should mention {detail:?}: {r:?}"
-    );
-}
-
-/// The number of token signatures the daemon made, from its metrics.
-fn signatures_made(daemon: &Daemon) -> u64 {
-    let metrics = curl(&[&daemon.metrics_url("/metrics")]).body;
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("signetd_hsm_operations_total{") && l.contains("op=\"sign\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 fn flip_last_text_byte(path: &Path, out: &Path) {
@@ -176,25 +144,6 @@ fn key_with_certificate(
 
 /// POSTs `data` (as the body, or as a multipart `file` when `form`) to `path`, writing the
 /// answer to `out`.
-fn post_file(
-    instance: &Instance,
-    daemon: &Daemon,
-    client: &Client,
-    path: &str,
-    data: &Path,
-    form: bool,
-    out: &Path,
-) -> CurlResult {
-    let field = format!("file=@{}", s(data));
-    let body = format!("@{}", s(data));
-    let extra: Vec<&str> = if form {
-        vec!["-F", &field, "-o", s(out)]
-    } else {
-        vec!["--data-binary", &body, "-o", s(out)]
-    };
-    call(instance, client, &extra, &daemon.api_url(path))
-}
-
 #[test]
 fn openpgp_signatures_of_every_key_algorithm_verify_with_gnupg() {
     let instance = Instance::new();
@@ -715,11 +664,33 @@ fn fifty_megabytes_through_multipart_in_each_streamed_format_keep_memory_flat() 
         &out,
     );
     assert_eq!(r.status, 200, "{r:?}");
+    // The first CMS signature issues the key's document-signer certificate.
+    let cms_path = format!("/v1/sign?key_id={rsa}&format=cms");
+    let r = post_file(&instance, &daemon, &signer, &cms_path, &small, true, &out);
+    assert_eq!(r.status, 200, "{r:?}");
+    let ca = write(
+        dir,
+        "ca.pem",
+        curl(&[&daemon.public_url("/ca.pem")]).body.as_bytes(),
+    );
+    let signer_cert = write(
+        dir,
+        "signer.pem",
+        get(
+            &instance,
+            &daemon,
+            &signer,
+            &format!("/v1/keys/{rsa}/certificate?format=pem"),
+        )
+        .body
+        .as_bytes(),
+    );
     let rss_before = rss_kib(pid);
     for path in [
         format!("/sign?keyid={}", key.key_id),
         format!("/v1/sign?key_id={rsa}&format=openpgp&armor=false"),
         format!("/v1/sign?key_id={rsa}&format=raw,openpgp"),
+        cms_path,
     ] {
         let mut args = tls_args(&instance, &signer);
         let field = format!("file=@{}", s(&fifty));
@@ -728,6 +699,11 @@ fn fifty_megabytes_through_multipart_in_each_streamed_format_keep_memory_flat() 
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = curl(&refs);
         assert_eq!(r.status, 200, "{path}: {r:?}");
+        if path.contains("format=cms") {
+            let (good, out) = cms_verify(&out, "DER", &fifty, &ca, &signer_cert);
+            assert!(good, "{path}: openssl cms -verify: {out}");
+            continue;
+        }
         let sig = if path.contains("raw,") {
             let v: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -752,7 +728,7 @@ fn fifty_megabytes_through_multipart_in_each_streamed_format_keep_memory_flat() 
     }
     let rss_after = rss_kib(pid);
     let grown_mib = rss_after.saturating_sub(rss_before) / 1024;
-    eprintln!("RSS {rss_before} KiB → {rss_after} KiB (+{grown_mib} MiB) after 150 MB of uploads");
+    eprintln!("RSS {rss_before} KiB → {rss_after} KiB (+{grown_mib} MiB) after 200 MB of uploads");
     assert!(
         grown_mib < 40,
         "RSS grew by {grown_mib} MiB: an upload was buffered"

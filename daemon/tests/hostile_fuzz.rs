@@ -141,6 +141,7 @@ fn route_table() -> Vec<Row> {
                     "format",
                     "armor",
                     "text",
+                    "pem",
                     "x",
                 ],
             )

@@ -135,6 +135,9 @@ fn spec_for(resolved: &Resolved, q: &SignQuery) -> Result<Spec, ApiError> {
         openpgp_hash,
         openpgp_text: false,
         armor: true,
+        cms_hash: HashAlg::Sha256,
+        pem: false,
+        prehashed: false,
     })
 }
 
@@ -175,7 +178,7 @@ async fn sign(
     let (_, resolved) = key_for(&app, &caller, q.keyid.as_deref(), "sign").await?;
     let spec = spec_for(&resolved, &q)?;
     let hashed = formats::hash_upload(&app, &spec, &headers, body).await?;
-    let made = formats::sign_all(&app, &resolved, &spec, vec![hashed]).await?;
+    let made = formats::sign_all(&app, &caller, &resolved, &spec, vec![hashed]).await?;
     let receipt = formats::audit_made(
         &app,
         &caller,
@@ -240,7 +243,7 @@ async fn sign_batch(
     if streamed.files == 0 {
         return Err(ApiError::bad_request("No files provided for signing"));
     }
-    let made = formats::sign_all(&app, &resolved, &spec, files).await?;
+    let made = formats::sign_all(&app, &caller, &resolved, &spec, files).await?;
     let receipt = formats::audit_made(
         &app,
         &caller,

@@ -7,6 +7,12 @@
 //! upload is complete, so an OpenPGP signature, which names its key, is bound to it
 //! afterwards). Only what must be signed whole is held in memory: a cleartext message (the
 //! answer carries it) and an Ed25519 raw signature's message, each within its own limit.
+//!
+//! A CMS signature (detached SignedData) is identified by the key's document-signer
+//! certificate, issued by the daemon's CA the first time the key signs CMS and found again in
+//! the database afterwards (so a held or revoked certificate is never used again), and carries
+//! it and the CA certificate. It needs only the content's digest: with `prehashed` the client
+//! sends that digest instead of the file.
 
 use axum::Json;
 use axum::body::Body;
@@ -22,6 +28,7 @@ use super::{ApiError, Caller, with_receipt};
 use crate::app::App;
 use crate::audit::{self, Receipt};
 use crate::crypto::{EcdsaEncoding, HashAlg, SignInputBuf, SignatureScheme};
+use crate::formats::cms::{CmsBuilder, CmsError, PendingCms};
 use crate::formats::openpgp::{self, DetachedInput, OpenPgpError, PendingCleartext, SignatureMode};
 use crate::hsm::KeyAlgorithm;
 use crate::signing::{self, Resolved};
@@ -37,6 +44,8 @@ pub(super) enum Format {
     OpenPgp,
     /// An OpenPGP cleartext-signed message.
     Cleartext,
+    /// A detached CMS SignedData (RFC 5652).
+    Cms,
 }
 
 impl Format {
@@ -45,6 +54,7 @@ impl Format {
             Format::Raw => "raw",
             Format::OpenPgp => "openpgp",
             Format::Cleartext => "openpgp-cleartext",
+            Format::Cms => "cms",
         }
     }
 }
@@ -57,14 +67,10 @@ pub(super) fn parse_formats(list: &str) -> Result<Vec<Format>, ApiError> {
             "raw" => Format::Raw,
             "openpgp" => Format::OpenPgp,
             "openpgp-cleartext" | "cleartext" => Format::Cleartext,
-            "cms" => {
-                return Err(ApiError::bad_request(
-                    "format `cms` is not available yet on this daemon",
-                ));
-            }
+            "cms" => Format::Cms,
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown format `{other}`: use raw, openpgp or openpgp-cleartext"
+                    "unknown format `{other}`: use raw, openpgp, openpgp-cleartext or cms"
                 )));
             }
         };
@@ -94,6 +100,12 @@ pub(super) struct Spec {
     pub openpgp_text: bool,
     /// Detached OpenPGP signatures: ASCII armor (default) instead of binary packets.
     pub armor: bool,
+    /// The digest algorithm of CMS signatures.
+    pub cms_hash: HashAlg,
+    /// CMS signatures: PEM instead of DER.
+    pub pem: bool,
+    /// The body is the content's digest under `cms_hash`, not the content (CMS alone).
+    pub prehashed: bool,
 }
 
 impl Spec {
@@ -110,8 +122,35 @@ impl Spec {
         Ok(hash)
     }
 
+    /// Checks the CMS digest algorithm against the key algorithm (`hash` names one, or the
+    /// key's default is taken: SHA-384 for P-384, SHA-512 for Ed25519, SHA-256 otherwise).
+    /// Ed25519 signs CMS with SHA-512 only (RFC 8419).
+    pub fn cms_hash(algorithm: KeyAlgorithm, hash: Option<&str>) -> Result<HashAlg, ApiError> {
+        let default = match algorithm {
+            KeyAlgorithm::Ed25519 => HashAlg::Sha512,
+            KeyAlgorithm::EcP384 => HashAlg::Sha384,
+            _ => HashAlg::Sha256,
+        };
+        let hash = match hash {
+            None => return Ok(default),
+            Some(h) => h
+                .parse::<HashAlg>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        };
+        if algorithm == KeyAlgorithm::Ed25519 && hash != HashAlg::Sha512 {
+            return Err(ApiError::bad_request(format!(
+                "CMS signatures by Ed25519 keys use sha512 (RFC 8419), not {hash}"
+            )));
+        }
+        Ok(hash)
+    }
+
     fn has(&self, f: Format) -> bool {
         self.formats.contains(&f)
+    }
+
+    fn openpgp(&self) -> bool {
+        self.has(Format::OpenPgp) || self.has(Format::Cleartext)
     }
 }
 
@@ -120,6 +159,7 @@ pub(super) struct Hashing {
     raw: Option<RawSink>,
     openpgp: Option<DetachedInput>,
     cleartext: Option<Vec<u8>>,
+    cms: Option<CmsInput>,
     sha256: sha2::Sha256,
     bytes: u64,
     /// Bounds on what is held in memory.
@@ -132,6 +172,13 @@ pub(super) struct Hashing {
 enum RawSink {
     Digest(Hasher),
     Message(Vec<u8>),
+}
+
+/// What a CMS signature is made over: the content, hashed as it streams in, or the digest the
+/// client sent.
+enum CmsInput {
+    Content(Hasher),
+    Digest(Vec<u8>),
 }
 
 impl Hashing {
@@ -155,6 +202,8 @@ impl Hashing {
             raw,
             openpgp,
             cleartext: spec.has(Format::Cleartext).then(Vec::new),
+            cms: (spec.has(Format::Cms) && !spec.prehashed)
+                .then(|| CmsInput::Content(Hasher::new(spec.cms_hash))),
             sha256: sha2::Sha256::new(),
             bytes: 0,
             cleartext_limit: cfg.max_cleartext_bytes.min(cfg.max_upload_bytes),
@@ -182,6 +231,9 @@ impl Hashing {
         }
         if let Some(o) = &mut self.openpgp {
             o.update(data);
+        }
+        if let Some(CmsInput::Content(h)) = &mut self.cms {
+            h.update(data);
         }
         if let Some(c) = &mut self.cleartext {
             if self.bytes > self.cleartext_limit {
@@ -222,6 +274,34 @@ pub(super) async fn hash_upload(
     Ok(hashing)
 }
 
+/// Reads the content digest a CMS-only request sends as its body (`prehashed`): exactly the
+/// length of `spec.cms_hash`.
+pub(super) async fn digest_upload(
+    app: &App,
+    spec: &Spec,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Hashing, ApiError> {
+    if is_multipart(headers)? {
+        return Err(ApiError::bad_request(
+            "a digest is sent as the request body, not as a form",
+        ));
+    }
+    let hash = spec.cms_hash;
+    let wrong = || ApiError::bad_request(format!("a {hash} digest is {} bytes", hash.output_len()));
+    let digest = super::sign::read_limited(headers, body, hash.output_len() as u64, "a digest")
+        .await
+        .map_err(|_| wrong())?;
+    if digest.len() != hash.output_len() {
+        return Err(wrong());
+    }
+    let mut hashing = Hashing::new(app, spec)?;
+    hashing.sha256.update(&digest);
+    hashing.bytes = digest.len() as u64;
+    hashing.cms = Some(CmsInput::Digest(digest));
+    Ok(hashing)
+}
+
 /// Whether a request's body is a multipart form.
 pub(super) fn is_multipart(headers: &HeaderMap) -> Result<bool, ApiError> {
     Ok(matches!(upload::shape(headers)?, Shape::Multipart(_)))
@@ -242,6 +322,19 @@ fn openpgp_api(e: OpenPgpError) -> ApiError {
     }
 }
 
+fn cms_api(e: CmsError) -> ApiError {
+    match e {
+        CmsError::Token(h) => ApiError::from(h),
+        CmsError::UnsupportedHash { .. } | CmsError::DigestLength { .. } => {
+            ApiError::bad_request(e.to_string())
+        }
+        other => {
+            tracing::error!(error = %other, "cannot make a CMS signature");
+            ApiError::internal()
+        }
+    }
+}
+
 /// What was made from one upload.
 #[derive(Debug)]
 pub(super) struct Artefacts {
@@ -251,6 +344,8 @@ pub(super) struct Artefacts {
     pub openpgp: Option<openpgp::DetachedSignature>,
     /// The cleartext-signed message.
     pub cleartext: Option<String>,
+    /// The CMS signature (DER) and its PEM form.
+    pub cms: Option<(Vec<u8>, String)>,
     /// Bytes and SHA-256 of the input.
     pub bytes: u64,
     pub sha256: [u8; 32],
@@ -259,8 +354,8 @@ pub(super) struct Artefacts {
 }
 
 impl Artefacts {
-    /// The artefact of `f` as it is returned (armored text or bytes).
-    pub fn bytes_of(&self, f: Format, armor: bool) -> Option<Vec<u8>> {
+    /// The artefact of `f` as it is returned (armored or PEM text, or bytes).
+    pub fn bytes_of(&self, f: Format, armor: bool, pem: bool) -> Option<Vec<u8>> {
         match f {
             Format::Raw => self.raw.clone(),
             Format::OpenPgp => self.openpgp.as_ref().map(|s| {
@@ -271,6 +366,13 @@ impl Artefacts {
                 }
             }),
             Format::Cleartext => self.cleartext.as_ref().map(|c| c.as_bytes().to_vec()),
+            Format::Cms => self.cms.as_ref().map(|(der, text)| {
+                if pem {
+                    text.as_bytes().to_vec()
+                } else {
+                    der.clone()
+                }
+            }),
         }
     }
 }
@@ -287,12 +389,16 @@ enum Pending {
     Raw(SignatureScheme, Option<EcdsaEncoding>),
     OpenPgp(openpgp::PendingSignature),
     Cleartext(PendingCleartext),
+    Cms(Box<PendingCms>),
 }
 
 /// Signs every upload of `hashed` in every format of `spec` with one key of `target`, taken
-/// once; each signature is verified before release (the token layer, and rpgp for OpenPGP).
+/// once; each signature is verified before release (the token layer, rpgp for OpenPGP, the
+/// signer certificate's key for CMS). A CMS signature's certificate is issued on `caller`'s
+/// behalf when the key has none.
 pub(super) async fn sign_all(
     app: &App,
+    caller: &Caller,
     target: &Resolved,
     spec: &Spec,
     hashed: Vec<Hashing>,
@@ -310,7 +416,7 @@ pub(super) async fn sign_all(
     }
     let held = app.signing.hold(target).await?;
     let key_id = held.id();
-    let packet = if spec.has(Format::OpenPgp) || spec.has(Format::Cleartext) {
+    let packet = if spec.openpgp() {
         Some(app.signing.openpgp_key(key_id).await?)
     } else {
         None
@@ -319,6 +425,21 @@ pub(super) async fn sign_all(
         time::OffsetDateTime::now_utc,
         signing::openpgp::signing_time,
     );
+    let cms_builder = if spec.has(Format::Cms) {
+        let cert = app.ca.signer_certificate(&caller.actor(), key_id).await?;
+        let ca = app.ca_der.as_ref();
+        let builder = CmsBuilder::new(
+            &cert,
+            algorithm,
+            spec.cms_hash,
+            time::OffsetDateTime::now_utc(),
+        )
+        .and_then(|b| b.certificate(ca))
+        .map_err(cms_api)?;
+        Some(builder)
+    } else {
+        None
+    };
     let mut items = Vec::new();
     let mut pending: Vec<Vec<Pending>> = Vec::with_capacity(hashed.len());
     let mut meta = Vec::with_capacity(hashed.len());
@@ -327,6 +448,7 @@ pub(super) async fn sign_all(
             mut raw,
             mut openpgp,
             mut cleartext,
+            mut cms,
             sha256,
             bytes,
             name,
@@ -360,6 +482,17 @@ pub(super) async fn sign_all(
                     items.push((p.request().scheme(), p.request().input_buf()));
                     mine.push(Pending::Cleartext(p));
                 }
+                Format::Cms => {
+                    let digest = match cms.take() {
+                        Some(CmsInput::Content(hasher)) => hasher.finish(),
+                        Some(CmsInput::Digest(d)) => d,
+                        None => return Err(ApiError::internal()),
+                    };
+                    let builder = cms_builder.clone().ok_or_else(ApiError::internal)?;
+                    let p = builder.prepare(&digest).map_err(cms_api)?;
+                    items.push(p.request());
+                    mine.push(Pending::Cms(Box::new(p)));
+                }
             }
         }
         pending.push(mine);
@@ -372,6 +505,7 @@ pub(super) async fn sign_all(
             raw: None,
             openpgp: None,
             cleartext: None,
+            cms: None,
             bytes,
             sha256,
             name,
@@ -391,6 +525,11 @@ pub(super) async fn sign_all(
                 }
                 Pending::OpenPgp(p) => a.openpgp = Some(p.complete(&sig).map_err(withheld)?),
                 Pending::Cleartext(p) => a.cleartext = Some(p.complete(&sig).map_err(withheld)?),
+                Pending::Cms(p) => {
+                    let signature = p.complete(&sig).map_err(cms_withheld)?;
+                    let pem = signature.to_pem().map_err(cms_api)?;
+                    a.cms = Some((signature.to_der().to_vec(), pem));
+                }
             }
         }
         artefacts.push(a);
@@ -408,6 +547,17 @@ fn withheld(e: OpenPgpError) -> ApiError {
     ApiError::internal()
 }
 
+/// A token signature that does not verify against the signer certificate is withheld.
+fn cms_withheld(e: CmsError) -> ApiError {
+    match e {
+        CmsError::Token(h) => ApiError::from(h),
+        other => {
+            tracing::error!(error = %other, "a CMS signature failed its check; withheld");
+            ApiError::internal()
+        }
+    }
+}
+
 /// The audit parameters and output of a format request: formats, hash, input digest and
 /// each artefact's SHA-256, so one entry covers everything returned.
 pub(super) fn audit_params(
@@ -421,7 +571,7 @@ pub(super) fn audit_params(
     for a in &made.artefacts {
         let mut outputs = serde_json::Map::new();
         for f in &spec.formats {
-            if let Some(b) = a.bytes_of(*f, spec.armor) {
+            if let Some(b) = a.bytes_of(*f, spec.armor, spec.pem) {
                 outputs.insert(f.name().into(), hex::encode(audit::digest(&b)).into());
                 all.extend_from_slice(&b);
             }
@@ -440,9 +590,12 @@ pub(super) fn audit_params(
         "formats": spec.formats.iter().map(|f| f.name()).collect::<Vec<_>>(),
         "scheme": spec.raw.map(|(s, _)| s.name()),
         "encoding": spec.raw.and_then(|(_, e)| e).map(EcdsaEncoding::as_str),
-        "openpgp_hash": (spec.has(Format::OpenPgp) || spec.has(Format::Cleartext)).then(|| spec.openpgp_hash.to_string()),
+        "openpgp_hash": spec.openpgp().then(|| spec.openpgp_hash.to_string()),
         "openpgp_text": spec.openpgp_text,
         "armor": spec.armor,
+        "cms_hash": spec.has(Format::Cms).then(|| spec.cms_hash.to_string()),
+        "pem": spec.pem,
+        "input": if spec.prehashed { "digest" } else { "message" },
         "files": files,
         "request": extra,
     });
@@ -480,6 +633,14 @@ pub(super) fn answer(
             a.cleartext.clone().ok_or_else(ApiError::internal)?,
         )
             .into_response(),
+        [Format::Cms] => {
+            let (der, pem) = a.cms.clone().ok_or_else(ApiError::internal)?;
+            if spec.pem {
+                ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
+            } else {
+                ([(header::CONTENT_TYPE, "application/pkcs7-signature")], der).into_response()
+            }
+        }
         _ => {
             let mut signatures = serde_json::Map::new();
             for f in &spec.formats {
@@ -502,6 +663,14 @@ pub(super) fn answer(
                         "hash": spec.openpgp_hash.to_string(),
                         "message": a.cleartext,
                     }),
+                    Format::Cms => {
+                        let (der, pem) = a.cms.as_ref().ok_or_else(ApiError::internal)?;
+                        serde_json::json!({
+                            "hash": spec.cms_hash.to_string(),
+                            "signature": B64.encode(der),
+                            "pem": pem,
+                        })
+                    }
                 };
                 signatures.insert(f.name().into(), v);
             }

@@ -278,7 +278,7 @@ async fn stream_body(
 
 /// Reads a whole body of at most `limit` bytes. What a refusal leaves unread is read after
 /// the answer (`api::body`).
-async fn read_limited(
+pub(super) async fn read_limited(
     headers: &HeaderMap,
     mut body: Body,
     limit: u64,
@@ -319,6 +319,8 @@ struct SignQuery {
     armor: Option<bool>,
     /// OpenPGP detached signatures: text mode (type 0x01) instead of binary (type 0x00).
     text: Option<bool>,
+    /// CMS signatures: PEM (`true`) instead of DER.
+    pem: Option<bool>,
 }
 
 async fn sign(
@@ -365,6 +367,9 @@ async fn sign_inner(
         return Err(ApiError::bad_request(
             "`armor` and `text` apply to OpenPGP formats only",
         ));
+    }
+    if q.pem.is_some() {
+        return Err(ApiError::bad_request("`pem` applies to format `cms` only"));
     }
     let (scheme, encoding) = scheme_for(
         resolved.algorithm(),
@@ -464,10 +469,16 @@ async fn sign_formats(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let openpgp = formats.iter().any(|f| *f != Format::Raw);
-    if q.prehashed.unwrap_or(false) {
+    // Any format but raw names its own hash; Ed25519's raw signature then names none.
+    let formatted = formats.iter().any(|f| *f != Format::Raw);
+    let openpgp = formats.contains(&Format::OpenPgp) || formats.contains(&Format::Cleartext);
+    let cms = formats.contains(&Format::Cms);
+    let prehashed = q.prehashed.unwrap_or(false);
+    if prehashed && formats != [Format::Cms] {
         return Err(ApiError::bad_request(if openpgp {
             "OpenPGP signatures need the data itself, not a digest"
+        } else if cms {
+            "a digest (`prehashed`) can be signed as format `cms` alone"
         } else {
             "a digest is sent as the request body, not as a form"
         }));
@@ -477,10 +488,13 @@ async fn sign_formats(
             "`armor` and `text` apply to detached OpenPGP signatures only",
         ));
     }
+    if !cms && q.pem.is_some() {
+        return Err(ApiError::bad_request("`pem` applies to format `cms` only"));
+    }
     let algorithm = resolved.algorithm();
     let raw = if formats.contains(&Format::Raw) {
-        let hash = if openpgp && algorithm == KeyAlgorithm::Ed25519 {
-            // Pure Ed25519 names no hash; the OpenPGP formats' hash is not the raw one's.
+        let hash = if formatted && algorithm == KeyAlgorithm::Ed25519 {
+            // Pure Ed25519 names no hash; the other formats' hash is not the raw one's.
             None
         } else {
             q.hash.as_deref()
@@ -499,12 +513,17 @@ async fn sign_formats(
         }
         None
     };
-    // The OpenPGP hash is checked only where an OpenPGP format is asked for (P-384 may sign
-    // a raw SHA-256 digest, not an OpenPGP one).
+    // Each format's hash is checked only where that format is asked for (P-384 may sign a
+    // raw SHA-256 digest, not an OpenPGP one).
     let openpgp_hash = if openpgp {
         formats::Spec::openpgp_hash(algorithm, q.hash.as_deref())?
     } else {
         crate::formats::openpgp::default_hash(algorithm)
+    };
+    let cms_hash = if cms {
+        formats::Spec::cms_hash(algorithm, q.hash.as_deref())?
+    } else {
+        HashAlg::Sha256
     };
     let spec = formats::Spec {
         openpgp_hash,
@@ -512,9 +531,16 @@ async fn sign_formats(
         raw,
         openpgp_text: q.text.unwrap_or(false),
         armor: q.armor.unwrap_or(true),
+        cms_hash,
+        pem: q.pem.unwrap_or(false),
+        prehashed,
     };
-    let hashed = formats::hash_upload(app, &spec, headers, body).await?;
-    let made = formats::sign_all(app, resolved, &spec, vec![hashed]).await?;
+    let hashed = if prehashed {
+        formats::digest_upload(app, &spec, headers, body).await?
+    } else {
+        formats::hash_upload(app, &spec, headers, body).await?
+    };
+    let made = formats::sign_all(app, caller, resolved, &spec, vec![hashed]).await?;
     let receipt = formats::audit_made(
         app,
         caller,

@@ -692,6 +692,25 @@ impl CaService {
         ))
     }
 
+    /// The document-signer certificate that CMS signatures by token key `key_id` carry: its
+    /// newest active certificate with at least an hour left, or one issued now (default
+    /// subject and validity) under `actor`, with its audit entry. Read from the database on
+    /// every call, so a certificate held or revoked anywhere is never used again.
+    pub async fn signer_certificate(
+        &self,
+        actor: &Actor,
+        key_id: Uuid,
+    ) -> Result<Vec<u8>, CaError> {
+        if let Some(c) = self.inner.store.key_certificate(key_id).await?
+            && c.profile == ProfileName::DocumentSigner.as_str()
+            && c.not_after > OffsetDateTime::now_utc() + time::Duration::hours(1)
+        {
+            return Ok(c.der);
+        }
+        let (row, _) = self.issue_for_key(actor, key_id, None, None).await?;
+        Ok(row.der)
+    }
+
     /// Holds, releases or revokes a certificate; then re-signs the CRL. A change that does not
     /// fit the current state is a conflict, and the daemon's own certificates cannot be
     /// changed here.

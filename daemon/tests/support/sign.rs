@@ -268,3 +268,59 @@ pub fn configure_signing(instance: &Instance, settings: &str) {
         .unwrap();
     write!(f, "\n[signing]\n{settings}\n").unwrap();
 }
+
+/// curl as `client` with `extra` arguments before `url`.
+pub fn call(instance: &Instance, client: &Client, extra: &[&str], url: &str) -> CurlResult {
+    let mut args = tls_args(instance, client);
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args.push(url.to_owned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(&refs)
+}
+
+/// Asserts a problem+json answer of `status` whose detail mentions `detail`.
+pub fn assert_problem(r: &CurlResult, status: u16, detail: &str) {
+    assert_eq!(r.status, status, "{r:?}");
+    let v = r.json();
+    assert!(
+        v["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("urn:signetd:problem:")),
+        "{r:?}"
+    );
+    assert!(
+        v["detail"].as_str().is_some_and(|d| d.contains(detail)),
+        "detail should mention {detail:?}: {r:?}"
+    );
+}
+
+/// The number of token signatures the daemon made, from its metrics.
+pub fn signatures_made(daemon: &Daemon) -> u64 {
+    let metrics = curl(&[&daemon.metrics_url("/metrics")]).body;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("signetd_hsm_operations_total{") && l.contains("op=\"sign\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// POSTs the file `data` to `path`, as the body or as a multipart `file` part (`form`),
+/// writing the answer to `out`.
+pub fn post_file(
+    instance: &Instance,
+    daemon: &Daemon,
+    client: &Client,
+    path: &str,
+    data: &Path,
+    form: bool,
+    out: &Path,
+) -> CurlResult {
+    let field = format!("file=@{}", s(data));
+    let body = format!("@{}", s(data));
+    let extra: Vec<&str> = if form {
+        vec!["-F", &field, "-o", s(out)]
+    } else {
+        vec!["--data-binary", &body, "-o", s(out)]
+    };
+    call(instance, client, &extra, &daemon.api_url(path))
+}
