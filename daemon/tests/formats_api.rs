@@ -142,8 +142,6 @@ fn key_with_certificate(
     }
 }
 
-/// POSTs `data` (as the body, or as a multipart `file` when `form`) to `path`, writing the
-/// answer to `out`.
 #[test]
 fn openpgp_signatures_of_every_key_algorithm_verify_with_gnupg() {
     let instance = Instance::new();

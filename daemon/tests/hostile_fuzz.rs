@@ -192,6 +192,14 @@ fn route_table() -> Vec<Row> {
             r#"{"key_id":"{key}","digest":"{digest}","signature":"AA=="}"#,
             &["/key_id", "/digest"],
         ),
+        row(Api, "POST", "/v1/verify").json(
+            r#"{"format":"cms","data":"aGVsbG8=","signature":"AA=="}"#,
+            &["/format", "/signature"],
+        ),
+        row(Api, "POST", "/v1/verify")
+            .no_path()
+            .query("format=openpgp", &["format", "ring", "key_id", "x"])
+            .raw("multipart/form-data; boundary=FuzzBoundary", "form", true),
         row(Api, "GET", "/v1/rings").query("", nothing),
         row(Api, "POST", "/v1/rings").json(
             r#"{"name":"fresh","algorithm":"ec-p256"}"#,

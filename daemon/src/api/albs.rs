@@ -236,6 +236,7 @@ async fn sign_batch(
             }
             // `stream` starts every file before its data.
             Event::Data(d) => files.last_mut().ok_or_else(ApiError::internal)?.update(d),
+            Event::Field(..) => Ok(()),
         },
     )
     .await

@@ -49,7 +49,7 @@ pub(super) enum Format {
 }
 
 impl Format {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Format::Raw => "raw",
             Format::OpenPgp => "openpgp",
@@ -265,6 +265,7 @@ pub(super) async fn hash_upload(
             Ok(())
         }
         Event::Data(d) => hashing.update(d),
+        Event::Field(..) => Ok(()),
     })
     .await
     .map_err(|e| count(app, e))?;

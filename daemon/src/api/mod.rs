@@ -13,6 +13,7 @@ mod problem;
 mod rpm;
 mod sign;
 mod upload;
+mod verify;
 pub mod wire;
 
 use std::sync::Arc;

@@ -114,6 +114,7 @@ pub(super) async fn sign_package(
             Ok(())
         }
         Event::Data(d) => spool.take(d),
+        Event::Field(..) => Ok(()),
     })
     .await
     .map_err(|e| super::formats::count(app, e))?;

@@ -74,7 +74,7 @@ fn signer_role(ring: &str) -> String {
 }
 
 /// Readers of a ring's keys: its signers and admins. Refusals are logged.
-async fn require_reader(
+pub(super) async fn require_reader(
     app: &App,
     caller: &Caller,
     ring: &str,
@@ -985,22 +985,99 @@ struct VerifyRequest {
     data: Option<String>,
     digest: Option<String>,
     signature: String,
+    /// `raw` (default), `openpgp`, `openpgp-cleartext` or `cms` (`api::verify`).
+    format: Option<String>,
+}
+
+/// The query of a multipart verification (a JSON one names all in its body).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyQuery {
+    format: Option<String>,
+    ring: Option<String>,
+    key_id: Option<String>,
+}
+
+/// A target that may be left out (formatted signatures name their key).
+fn optional_target(ring: Option<String>, key: Option<String>) -> Result<Option<Target>, ApiError> {
+    if ring.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    parse_target(ring, key).map(Some)
 }
 
 /// Checks a signature in software against one key, or against every key of a ring (retired
-/// keys too). Answers 200 with `valid` either way; a malformed request is a 400.
+/// keys too); OpenPGP and CMS signatures against the key they name (`api::verify`). Answers
+/// 200 with `valid` either way; a malformed request is a 400.
 async fn verify(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
+    q: Result<Query<VerifyQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    if formats::is_multipart(&headers)? {
+        let format = match q.format.as_deref().map(super::verify::parse_format) {
+            Some(Ok(Format::Raw)) => {
+                return Err(ApiError::bad_request(
+                    "raw signatures are verified with a JSON body",
+                ));
+            }
+            Some(f) => f?,
+            None => {
+                return Err(ApiError::bad_request(
+                    "a multipart verification names its `format` (openpgp, openpgp-cleartext \
+                     or cms) in the query",
+                ));
+            }
+        };
+        let target = optional_target(q.ring, q.key_id)?;
+        return super::verify::multipart(&app, &caller, format, target, &headers, body).await;
+    }
+    if q.format.is_some() || q.ring.is_some() || q.key_id.is_some() {
+        return Err(ApiError::bad_request(
+            "a JSON verification names `format`, `ring` and `key_id` in its body",
+        ));
+    }
     let cfg = app.signing.config().clone();
     let raw = read_limited(&headers, body, cfg.max_json_bytes, "a verification request")
         .await
         .map_err(|e| count_too_large(&app, e))?;
     let req: VerifyRequest = json_body(&raw)?;
     drop(raw);
+    let format = req
+        .format
+        .as_deref()
+        .map(super::verify::parse_format)
+        .transpose()?;
+    if let Some(format) = format.filter(|f| *f != Format::Raw) {
+        if req.hash.is_some() || req.padding.is_some() || req.encoding.is_some() {
+            return Err(ApiError::bad_request(
+                "`hash`, `padding` and `encoding` apply to raw signatures; an OpenPGP or CMS \
+                 signature names its own",
+            ));
+        }
+        let target = optional_target(req.ring, req.key_id)?;
+        let signature = super::verify::signature_bytes(format, &req.signature)?;
+        let mut check = super::verify::Check::new(format, &signature)?;
+        let decode = |s: &str, what: &str| {
+            B64.decode(s)
+                .map_err(|_| ApiError::bad_request(format!("`{what}` is not base64")))
+        };
+        match (req.data, req.digest) {
+            (Some(d), None) => {
+                check.start()?;
+                check.update(&decode(&d, "data")?)?;
+            }
+            (None, Some(d)) => check.digest(decode(&d, "digest")?)?,
+            (None, None) => {}
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request("send `data` or `digest`, not both"));
+            }
+        }
+        return super::verify::conclude(&app, &caller, format, target, check).await;
+    }
     let target = parse_target(req.ring, req.key_id)?;
     let ring = match &target {
         Target::Ring(r) => r.clone(),

@@ -98,6 +98,8 @@ pub(super) enum Event<'a> {
     Start(FileStart),
     /// The next chunk of the current file.
     Data(&'a [u8]),
+    /// A whole form field the caller asked to keep ([`stream_keeping`]), at most 1 MiB.
+    Field(&'a str, &'a [u8]),
 }
 
 fn too_large(limit: u64, what: &str) -> ApiError {
@@ -133,6 +135,25 @@ pub(super) async fn stream(
     body: Body,
     shape: &Shape,
     field: &str,
+    max_files: usize,
+    limit: u64,
+    what: &str,
+    sink: impl FnMut(Event<'_>) -> Result<(), ApiError>,
+) -> Result<Streamed, ApiError> {
+    stream_keeping(body, shape, field, &[], max_files, limit, what, sink).await
+}
+
+/// The most a kept field ([`stream_keeping`]) may hold.
+const MAX_KEPT_FIELD: u64 = 1024 * 1024;
+
+/// [`stream`], also handing the sink each form field named in `keep` whole, as an
+/// [`Event::Field`] (at most 1 MiB each), where it stands among the parts.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn stream_keeping(
+    body: Body,
+    shape: &Shape,
+    field: &str,
+    keep: &[&str],
     max_files: usize,
     limit: u64,
     what: &str,
@@ -184,6 +205,23 @@ pub(super) async fn stream(
                     .await
                     .map_err(|e| form_error(&e, limit, what))?;
                 let Some(mut part) = part else { break };
+                if let Some(name) = part.name().filter(|n| keep.contains(n)).map(str::to_owned) {
+                    let mut value = Vec::new();
+                    while let Some(chunk) = part
+                        .chunk()
+                        .await
+                        .map_err(|e| form_error(&e, limit, what))?
+                    {
+                        if (value.len() + chunk.len()) as u64 > MAX_KEPT_FIELD {
+                            return Err(ApiError::too_large(format!(
+                                "the form field `{name}` is limited to {MAX_KEPT_FIELD} bytes"
+                            )));
+                        }
+                        value.extend_from_slice(&chunk);
+                    }
+                    sink(Event::Field(&name, &value))?;
+                    continue;
+                }
                 if part.name() != Some(field) {
                     // Other fields are read and dropped, within bounds.
                     let mut seen: u64 = 0;

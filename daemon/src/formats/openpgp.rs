@@ -38,6 +38,7 @@ use der::Decode as _;
 use pgp::composed::{ArmorOptions, Deserializable as _, SignedKeyDetails, SignedPublicKey};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::public_key::PublicKeyAlgorithm;
+use pgp::packet::SignatureVersion;
 use pgp::packet::{
     KeyFlags, PacketHeader, PublicKey, Signature, SignatureConfig, SignatureType, Subpacket,
     SubpacketData, UserId,
@@ -1016,6 +1017,251 @@ impl PendingCleartext {
         out.push('\n');
         out.push_str(&signature.armored);
         Ok(out)
+    }
+}
+
+/// The longest detached signature or cleartext-signed message [`SignatureToCheck`] and
+/// [`CleartextToCheck`] read (a signature is well under 2 KiB; a cleartext message is bounded
+/// by the caller's own limit below this).
+pub const MAX_SIGNATURE_LEN: usize = 64 * 1024;
+
+/// Why a signature offered for verification cannot be checked at all (a malformed or
+/// unsupported one, as opposed to one that does not verify).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Not a detached OpenPGP signature (armored or binary), or more than one.
+    #[error("not an OpenPGP signature: {0}")]
+    Malformed(String),
+    /// A signature this daemon never makes: another version, type or hash.
+    #[error("unsupported OpenPGP signature: {0}")]
+    Unsupported(String),
+    /// Over [`MAX_SIGNATURE_LEN`].
+    #[error("an OpenPGP signature is limited to {MAX_SIGNATURE_LEN} bytes")]
+    TooLong,
+}
+
+fn hash_of(alg: HashAlgorithm) -> Result<HashAlg, ReadError> {
+    match alg {
+        HashAlgorithm::Sha256 => Ok(HashAlg::Sha256),
+        HashAlgorithm::Sha384 => Ok(HashAlg::Sha384),
+        HashAlgorithm::Sha512 => Ok(HashAlg::Sha512),
+        other => Err(ReadError::Unsupported(format!("hash {other:?}"))),
+    }
+}
+
+/// Who a signature says made it: issuer fingerprints (40 hex digits) and key ids (16),
+/// upper case, as [`OpenPgpKey::fingerprint`] and [`OpenPgpKey::key_id`] write them.
+fn issuers(signature: &Signature) -> Vec<String> {
+    let mut ids: Vec<String> = signature
+        .issuer_fingerprint()
+        .iter()
+        .map(|f| hex::encode_upper(f.as_bytes()))
+        .collect();
+    ids.extend(
+        signature
+            .issuer_key_id()
+            .iter()
+            .map(|k| hex::encode_upper(k.as_ref())),
+    );
+    ids
+}
+
+fn created_of(signature: &Signature) -> Option<OffsetDateTime> {
+    signature
+        .created()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(i64::from(t.as_secs())).ok())
+}
+
+/// A detached OpenPGP signature offered for verification: one v4 signature packet of a
+/// binary (0x00) or text (0x01) document with SHA-256/384/512, armored or binary. The
+/// document is then streamed into [`input`](Self::input) and checked with
+/// [`verify`](Self::verify); memory does not grow with it.
+#[derive(Debug, Clone)]
+pub struct SignatureToCheck {
+    signature: Signature,
+    hash: HashAlg,
+    mode: SignatureMode,
+}
+
+impl SignatureToCheck {
+    /// Reads `bytes`: ASCII armor (`-----BEGIN PGP SIGNATURE-----`) or binary packets.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ReadError> {
+        if bytes.len() > MAX_SIGNATURE_LEN {
+            return Err(ReadError::TooLong);
+        }
+        let malformed = |e: pgp::errors::Error| ReadError::Malformed(e.to_string());
+        let found = if bytes
+            .trim_ascii_start()
+            .starts_with(b"-----BEGIN PGP SIGNATURE-----")
+        {
+            pgp::composed::DetachedSignature::from_armor_single(bytes)
+                .map_err(malformed)?
+                .0
+        } else {
+            let mut many =
+                pgp::composed::DetachedSignature::from_bytes_many(bytes).map_err(malformed)?;
+            let first = many
+                .next()
+                .ok_or_else(|| ReadError::Malformed("no signature packet".into()))?
+                .map_err(malformed)?;
+            if many.next().is_some() {
+                return Err(ReadError::Malformed("more than one packet".into()));
+            }
+            first
+        };
+        let signature = found.signature;
+        Self::from_signature(signature)
+    }
+
+    fn from_signature(signature: Signature) -> Result<Self, ReadError> {
+        let mode = match signature.typ() {
+            Some(SignatureType::Binary) => SignatureMode::Binary,
+            Some(SignatureType::Text) => SignatureMode::Text,
+            other => {
+                return Err(ReadError::Unsupported(format!(
+                    "signature type {other:?}; a detached signature is binary or text"
+                )));
+            }
+        };
+        if signature.config().map(SignatureConfig::version) != Some(SignatureVersion::V4) {
+            return Err(ReadError::Unsupported(format!(
+                "signature version {:?}; signetd makes v4",
+                signature.version()
+            )));
+        }
+        let hash = hash_of(
+            signature
+                .hash_alg()
+                .ok_or_else(|| ReadError::Unsupported("no hash algorithm".into()))?,
+        )?;
+        Ok(SignatureToCheck {
+            signature,
+            hash,
+            mode,
+        })
+    }
+
+    /// The issuer fingerprints and key ids the signature names (upper-case hex).
+    pub fn issuers(&self) -> Vec<String> {
+        issuers(&self.signature)
+    }
+
+    /// Its hash algorithm.
+    pub fn hash(&self) -> HashAlg {
+        self.hash
+    }
+
+    /// Binary or text.
+    pub fn mode(&self) -> SignatureMode {
+        self.mode
+    }
+
+    /// Its creation time, if it names one.
+    pub fn created(&self) -> Option<OffsetDateTime> {
+        created_of(&self.signature)
+    }
+
+    /// A hasher for the document, to feed in chunks of any size.
+    pub fn input(&self) -> Result<DetachedInput, OpenPgpError> {
+        DetachedInput::new(self.hash, self.mode)
+    }
+
+    /// Whether the document hashed into `input` is signed by `key`. `Ok(false)` for a
+    /// signature that does not verify, by another key, or (text mode) over input that is not
+    /// UTF-8.
+    pub fn verify(&self, input: DetachedInput, key: &OpenPgpKey) -> Result<bool, OpenPgpError> {
+        let Some(config) = self.signature.config() else {
+            return Ok(false);
+        };
+        let Some(bytes) = self.signature.signature() else {
+            return Ok(false);
+        };
+        if input.hash != self.hash || input.mode != self.mode {
+            return Ok(false);
+        }
+        let ours = [key.fingerprint(), key.key_id()];
+        if !self.issuers().iter().any(|i| ours.contains(i)) {
+            return Ok(false);
+        }
+        if let Some(text) = input.text
+            && text.finish().is_err()
+        {
+            return Ok(false);
+        }
+        let mut hasher = input.hasher;
+        let len = config.hash_signature_data(&mut hasher).map_err(encoding)?;
+        hasher.update(&config.trailer(len).map_err(encoding)?);
+        let digest = hasher.finalize();
+        if self.signature.signed_hash_value() != Some([digest[0], digest[1]]) {
+            return Ok(false);
+        }
+        Ok(key
+            .packet
+            .verify(pgp_hash(self.hash), &digest, bytes)
+            .is_ok())
+    }
+}
+
+/// A cleartext-signed message offered for verification (`-----BEGIN PGP SIGNED
+/// MESSAGE-----`, one signature).
+#[derive(Debug, Clone)]
+pub struct CleartextToCheck {
+    message: pgp::composed::CleartextSignedMessage,
+    hash: HashAlg,
+}
+
+impl CleartextToCheck {
+    /// Reads a whole message (UTF-8, at most [`MAX_SIGNATURE_LEN`] plus `limit` bytes of text).
+    pub fn parse(message: &[u8]) -> Result<Self, ReadError> {
+        let text = std::str::from_utf8(message)
+            .map_err(|_| ReadError::Malformed("a cleartext-signed message is UTF-8 text".into()))?;
+        let (message, _) = pgp::composed::CleartextSignedMessage::from_string(text)
+            .map_err(|e| ReadError::Malformed(e.to_string()))?;
+        let [signature] = message.signatures() else {
+            return Err(ReadError::Unsupported(format!(
+                "{} signatures; signetd makes one",
+                message.signatures().len()
+            )));
+        };
+        let checked = SignatureToCheck::from_signature(signature.clone())?;
+        if checked.mode != SignatureMode::Text {
+            return Err(ReadError::Unsupported(
+                "a cleartext signature is a text signature".into(),
+            ));
+        }
+        Ok(CleartextToCheck {
+            hash: checked.hash,
+            message,
+        })
+    }
+
+    /// The issuer fingerprints and key ids the signature names (upper-case hex).
+    pub fn issuers(&self) -> Vec<String> {
+        self.message
+            .signatures()
+            .first()
+            .map(issuers)
+            .unwrap_or_default()
+    }
+
+    /// Its hash algorithm.
+    pub fn hash(&self) -> HashAlg {
+        self.hash
+    }
+
+    /// Its creation time, if it names one.
+    pub fn created(&self) -> Option<OffsetDateTime> {
+        self.message.signatures().first().and_then(created_of)
+    }
+
+    /// The signed text, dash-escaping undone and trailing whitespace dropped, LF line endings.
+    pub fn text(&self) -> String {
+        self.message.signed_text().replace("\r\n", "\n")
+    }
+
+    /// Whether `key` signed the message.
+    pub fn verify(&self, key: &OpenPgpKey) -> bool {
+        self.message.verify(&key.packet).is_ok()
     }
 }
 
