@@ -51,6 +51,9 @@ pub enum Profile {
     /// the responder certificate's own revocation, so issue it for a short time). It carries no
     /// cRLDistributionPoints or authorityInfoAccess.
     OcspResponder,
+    /// Time-stamping authority (RFC 3161 section 2.3): keyUsage digitalSignature and
+    /// nonRepudiation, and extendedKeyUsage timeStamping only, marked critical.
+    TimeStamping,
 }
 
 /// Where relying parties find revocation information for certificates of this CA. Each URL
@@ -122,6 +125,8 @@ pub(crate) struct LeafProfile {
     crl_distribution_points: Option<CrlDistributionPoints>,
     authority_info_access: Option<AuthorityInfoAccessSyntax>,
     ocsp_no_check: bool,
+    /// The extendedKeyUsage is critical (time stamping).
+    critical_purpose: bool,
 }
 
 impl LeafProfile {
@@ -180,7 +185,13 @@ impl LeafProfile {
                 rfc5280::ID_KP_OCSP_SIGNING,
                 None,
             ),
+            Profile::TimeStamping => (
+                KeyUsages::DigitalSignature | KeyUsages::NonRepudiation,
+                rfc5280::ID_KP_TIME_STAMPING,
+                None,
+            ),
         };
+        let critical_purpose = *profile == Profile::TimeStamping;
         // With id-pkix-ocsp-nocheck nobody looks up the responder's revocation status.
         let ocsp_no_check = *profile == Profile::OcspResponder;
         let urls = if ocsp_no_check {
@@ -226,6 +237,7 @@ impl LeafProfile {
             crl_distribution_points,
             authority_info_access,
             ocsp_no_check,
+            critical_purpose,
         })
     }
 }
@@ -253,7 +265,10 @@ impl BuilderProfile for LeafProfile {
         };
         push(&mut extensions, subject, &basic)?;
         push(&mut extensions, subject, &self.key_usage)?;
-        push(&mut extensions, subject, &self.extended_key_usage)?;
+        let mut eku = self.extended_key_usage.to_extension(subject, &extensions)?;
+        // RFC 3161 section 2.3: a TSA's extendedKeyUsage MUST be critical.
+        eku.critical |= self.critical_purpose;
+        extensions.push(eku);
         if let Some(san) = &self.subject_alt_name {
             // Critical exactly when the subject is empty (RFC 5280 section 4.2.1.6).
             push(&mut extensions, subject, san)?;

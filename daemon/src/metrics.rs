@@ -64,6 +64,14 @@ pub struct Metrics {
     /// OCSP answers by outcome (`successful`, `malformed`, `try-later`, `internal-error`) and
     /// cache use (`hit`, `miss`, `none`).
     pub pki_ocsp_responses: IntCounterVec,
+    /// Time-stamp tokens issued, by where the request came from (`timestamp`: the endpoint;
+    /// `cms`: a timestamped CMS signature).
+    pub tsa_tokens: IntCounterVec,
+    /// Time-stamp requests rejected, by PKIFailureInfo name (`badAlg`, `unacceptedPolicy`, ...).
+    pub tsa_rejections: IntCounterVec,
+    /// Time to answer a time-stamp request that was granted (clock and serial, token
+    /// signature, audit entry).
+    pub tsa_seconds: prometheus::Histogram,
     /// Signing operations by endpoint (`sign`, `sign-batch-item`, `verify`) and result
     /// (`ok`, `invalid`, `busy`, `error`).
     pub signing_operations: IntCounterVec,
@@ -212,6 +220,20 @@ impl Metrics {
                 Opts::new("pki_ocsp_responses_total", "OCSP answers"),
                 &["outcome", "cache"],
             )?,
+            tsa_tokens: IntCounterVec::new(
+                Opts::new("tsa_tokens_total", "Time-stamp tokens issued"),
+                &["source"],
+            )?,
+            tsa_rejections: IntCounterVec::new(
+                Opts::new("tsa_rejections_total", "Time-stamp requests rejected"),
+                &["failure"],
+            )?,
+            tsa_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new("tsa_request_seconds", "Time to grant a time-stamp request")
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+                    ]),
+            )?,
             signing_operations: IntCounterVec::new(
                 Opts::new("signing_operations_total", "Online signing operations"),
                 &["endpoint", "result"],
@@ -330,6 +352,9 @@ impl Metrics {
             .register(Box::new(m.pki_crl_next_update.clone()))?;
         m.registry
             .register(Box::new(m.pki_ocsp_responses.clone()))?;
+        m.registry.register(Box::new(m.tsa_tokens.clone()))?;
+        m.registry.register(Box::new(m.tsa_rejections.clone()))?;
+        m.registry.register(Box::new(m.tsa_seconds.clone()))?;
         m.registry
             .register(Box::new(m.signing_operations.clone()))?;
         m.registry

@@ -232,13 +232,13 @@ fn cms_signatures_of_every_key_algorithm_verify_with_openssl() {
             format!("/v1/sign?key_id={rsa}&format=openpgp&pem=true"),
             &data,
             false,
-            "`pem` applies to format `cms` only",
+            "`pem` and `timestamp` apply to format `cms` only",
         ),
         (
             format!("/v1/sign?key_id={rsa}&pem=false"),
             &data,
             false,
-            "`pem` applies to format `cms` only",
+            "`pem` and `timestamp` apply to format `cms` only",
         ),
         (
             format!("/v1/sign?key_id={rsa}&format=cms&hash=md5"),

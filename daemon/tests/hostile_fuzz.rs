@@ -27,12 +27,13 @@ use support::sign::{Client, account, generate, sign_file, write};
 use support::{Daemon, Instance, s};
 
 /// The source files that define routes, as the routers are built from them.
-const ROUTER_SOURCES: [(&str, &str); 5] = [
+const ROUTER_SOURCES: [(&str, &str); 6] = [
     ("api/mod.rs", include_str!("../src/api/mod.rs")),
     ("api/albs.rs", include_str!("../src/api/albs.rs")),
     ("api/sign.rs", include_str!("../src/api/sign.rs")),
     ("api/pki.rs", include_str!("../src/api/pki.rs")),
     ("api/jobs.rs", include_str!("../src/api/jobs.rs")),
+    ("api/timestamp.rs", include_str!("../src/api/timestamp.rs")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -142,6 +143,7 @@ fn route_table() -> Vec<Row> {
                     "armor",
                     "text",
                     "pem",
+                    "timestamp",
                     "x",
                 ],
             )
@@ -239,6 +241,11 @@ fn route_table() -> Vec<Row> {
         row(Api, "POST", "/v1/sign-rpm")
             .query("ring={ring}", &["ring", "key_id", "x"])
             .raw("application/x-rpm", "data", true),
+        row(Api, "POST", "/v1/timestamp").query("", nothing).raw(
+            "application/timestamp-query",
+            "data",
+            true,
+        ),
         row(Api, "GET", "/keys").query("", nothing),
         row(Api, "GET", "/ping").query("", nothing),
         // The certificate authority.
@@ -342,6 +349,8 @@ fn route_table() -> Vec<Row> {
         row(Public, "GET", "/ca.der").query("", nothing),
         row(Public, "GET", "/crl.der").query("", nothing),
         row(Public, "GET", "/crl.pem").query("", nothing),
+        row(Public, "GET", "/tsa.pem").query("", nothing),
+        row(Public, "GET", "/tsa.der").query("", nothing),
         row(Public, "POST", "/ocsp").query("", nothing).raw(
             "application/ocsp-request",
             "ocsp_der",

@@ -138,6 +138,7 @@ fn spec_for(resolved: &Resolved, q: &SignQuery) -> Result<Spec, ApiError> {
         cms_hash: HashAlg::Sha256,
         pem: false,
         prehashed: false,
+        timestamp: false,
     })
 }
 

@@ -30,6 +30,7 @@ use crate::audit::{self, Receipt};
 use crate::crypto::{EcdsaEncoding, HashAlg, SignInputBuf, SignatureScheme};
 use crate::formats::cms::{CmsBuilder, CmsError, PendingCms};
 use crate::formats::openpgp::{self, DetachedInput, OpenPgpError, PendingCleartext, SignatureMode};
+use crate::formats::tsp::ID_AA_SIGNATURE_TIME_STAMP_TOKEN;
 use crate::hsm::KeyAlgorithm;
 use crate::signing::{self, Resolved};
 
@@ -106,6 +107,8 @@ pub(super) struct Spec {
     pub pem: bool,
     /// The body is the content's digest under `cms_hash`, not the content (CMS alone).
     pub prehashed: bool,
+    /// CMS signatures carry a signature time-stamp from the daemon's TSA (CAdES-T).
+    pub timestamp: bool,
 }
 
 impl Spec {
@@ -347,6 +350,8 @@ pub(super) struct Artefacts {
     pub cleartext: Option<String>,
     /// The CMS signature (DER) and its PEM form.
     pub cms: Option<(Vec<u8>, String)>,
+    /// The serial of the time-stamp token the CMS signature carries.
+    pub cms_timestamp: Option<i64>,
     /// Bytes and SHA-256 of the input.
     pub bytes: u64,
     pub sha256: [u8; 32],
@@ -507,6 +512,7 @@ pub(super) async fn sign_all(
             openpgp: None,
             cleartext: None,
             cms: None,
+            cms_timestamp: None,
             bytes,
             sha256,
             name,
@@ -527,7 +533,22 @@ pub(super) async fn sign_all(
                 Pending::OpenPgp(p) => a.openpgp = Some(p.complete(&sig).map_err(withheld)?),
                 Pending::Cleartext(p) => a.cleartext = Some(p.complete(&sig).map_err(withheld)?),
                 Pending::Cms(p) => {
-                    let signature = p.complete(&sig).map_err(cms_withheld)?;
+                    let mut signature = p.complete(&sig).map_err(cms_withheld)?;
+                    if spec.timestamp {
+                        // CAdES-T: a time-stamp token over the signature value, by our TSA.
+                        let (token, serial) = app
+                            .ca
+                            .timestamp_signature(
+                                &caller.actor(),
+                                signature.signature_value(),
+                                spec.cms_hash,
+                            )
+                            .await?;
+                        signature = signature
+                            .with_unsigned_attribute(ID_AA_SIGNATURE_TIME_STAMP_TOKEN, &token)
+                            .map_err(cms_api)?;
+                        a.cms_timestamp = Some(serial);
+                    }
                     let pem = signature.to_pem().map_err(cms_api)?;
                     a.cms = Some((signature.to_der().to_vec(), pem));
                 }
@@ -582,6 +603,7 @@ pub(super) fn audit_params(
             "bytes": a.bytes,
             "sha256": hex::encode(a.sha256),
             "outputs": outputs,
+            "timestamp_serial": a.cms_timestamp,
         }));
     }
     let params = serde_json::json!({
@@ -596,6 +618,7 @@ pub(super) fn audit_params(
         "armor": spec.armor,
         "cms_hash": spec.has(Format::Cms).then(|| spec.cms_hash.to_string()),
         "pem": spec.pem,
+        "timestamp": spec.timestamp,
         "input": if spec.prehashed { "digest" } else { "message" },
         "files": files,
         "request": extra,
@@ -636,11 +659,18 @@ pub(super) fn answer(
             .into_response(),
         [Format::Cms] => {
             let (der, pem) = a.cms.clone().ok_or_else(ApiError::internal)?;
-            if spec.pem {
+            let mut r = if spec.pem {
                 ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
             } else {
                 ([(header::CONTENT_TYPE, "application/pkcs7-signature")], der).into_response()
+            };
+            if let Some(v) = a
+                .cms_timestamp
+                .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+            {
+                r.headers_mut().insert("signetd-tsa-serial", v);
             }
+            r
         }
         _ => {
             let mut signatures = serde_json::Map::new();
@@ -670,6 +700,7 @@ pub(super) fn answer(
                             "hash": spec.cms_hash.to_string(),
                             "signature": B64.encode(der),
                             "pem": pem,
+                            "timestamp_serial": a.cms_timestamp,
                         })
                     }
                 };

@@ -12,6 +12,7 @@ mod pki;
 mod problem;
 mod rpm;
 mod sign;
+mod timestamp;
 mod upload;
 mod verify;
 pub mod wire;
@@ -73,6 +74,7 @@ pub fn api_router(app: App) -> Router {
         .merge(albs::routes())
         .merge(pki::routes())
         .merge(jobs::routes())
+        .merge(timestamp::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(refuse_bad_input))
@@ -95,6 +97,8 @@ pub fn public_router(app: App) -> Router {
         .route("/ca.der", get(ca_der))
         .route("/crl.der", get(pki::crl_der))
         .route("/crl.pem", get(pki::crl_pem))
+        .route("/tsa.pem", get(timestamp::tsa_pem))
+        .route("/tsa.der", get(timestamp::tsa_der))
         .route(
             "/ocsp",
             axum::routing::post(pki::ocsp_post)

@@ -321,6 +321,8 @@ struct SignQuery {
     text: Option<bool>,
     /// CMS signatures: PEM (`true`) instead of DER.
     pem: Option<bool>,
+    /// CMS signatures: carry a signature time-stamp by the daemon's TSA (CAdES-T).
+    timestamp: Option<bool>,
 }
 
 async fn sign(
@@ -368,8 +370,10 @@ async fn sign_inner(
             "`armor` and `text` apply to OpenPGP formats only",
         ));
     }
-    if q.pem.is_some() {
-        return Err(ApiError::bad_request("`pem` applies to format `cms` only"));
+    if q.pem.is_some() || q.timestamp.is_some() {
+        return Err(ApiError::bad_request(
+            "`pem` and `timestamp` apply to format `cms` only",
+        ));
     }
     let (scheme, encoding) = scheme_for(
         resolved.algorithm(),
@@ -488,8 +492,16 @@ async fn sign_formats(
             "`armor` and `text` apply to detached OpenPGP signatures only",
         ));
     }
-    if !cms && q.pem.is_some() {
-        return Err(ApiError::bad_request("`pem` applies to format `cms` only"));
+    if !cms && (q.pem.is_some() || q.timestamp.is_some()) {
+        return Err(ApiError::bad_request(
+            "`pem` and `timestamp` apply to format `cms` only",
+        ));
+    }
+    let timestamp = q.timestamp.unwrap_or(false);
+    if timestamp && !app.ca.tsa_enabled() {
+        return Err(ApiError::bad_request(
+            "the time-stamping authority is switched off (tsa.enabled): no `timestamp`",
+        ));
     }
     let algorithm = resolved.algorithm();
     let raw = if formats.contains(&Format::Raw) {
@@ -534,6 +546,7 @@ async fn sign_formats(
         cms_hash,
         pem: q.pem.unwrap_or(false),
         prehashed,
+        timestamp,
     };
     let hashed = if prehashed {
         formats::digest_upload(app, &spec, headers, body).await?

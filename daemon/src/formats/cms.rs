@@ -298,7 +298,7 @@ impl SignatureKind {
 }
 
 /// The AlgorithmIdentifier of a digest algorithm, parameters absent (RFC 5754 §2).
-fn digest_identifier(hash: HashAlg) -> AlgorithmIdentifierOwned {
+pub(crate) fn digest_identifier(hash: HashAlg) -> AlgorithmIdentifierOwned {
     AlgorithmIdentifierOwned {
         oid: match hash {
             HashAlg::Sha256 => rfc5912::ID_SHA_256,
@@ -310,7 +310,7 @@ fn digest_identifier(hash: HashAlg) -> AlgorithmIdentifierOwned {
 }
 
 /// Reads a digest algorithm (parameters absent or NULL).
-fn digest_from_identifier(alg: &AlgorithmIdentifierOwned) -> Result<HashAlg, CmsError> {
+pub(crate) fn digest_from_identifier(alg: &AlgorithmIdentifierOwned) -> Result<HashAlg, CmsError> {
     if !alg.parameters.as_ref().is_none_or(Any::is_null) {
         return Err(CmsError::Unsupported("parameters on a digest algorithm"));
     }
@@ -409,6 +409,13 @@ pub struct CmsBuilder {
     algorithm: KeyAlgorithm,
     hash: HashAlg,
     signing_time: Time,
+    /// The encapsulated content's type, and the content when it is carried (not detached).
+    content_type: ObjectIdentifier,
+    econtent: Option<Vec<u8>>,
+    /// Signed attributes beyond the four standard ones.
+    more_attrs: Vec<Attribute>,
+    /// Whether the certificates travel in the SignedData.
+    with_certificates: bool,
 }
 
 impl CmsBuilder {
@@ -453,7 +460,37 @@ impl CmsBuilder {
             algorithm,
             hash,
             signing_time,
+            content_type: ID_DATA,
+            econtent: None,
+            more_attrs: Vec::new(),
+            with_certificates: true,
         })
+    }
+
+    /// Carries `content` of type `content_type` inside the SignedData (as a time-stamp token
+    /// carries its TSTInfo) instead of signing detached `id-data`. The digest handed to
+    /// [`prepare`](Self::prepare) is then the digest of `content`.
+    pub fn encapsulated(mut self, content_type: ObjectIdentifier, content: Vec<u8>) -> Self {
+        self.content_type = content_type;
+        self.econtent = Some(content);
+        self
+    }
+
+    /// Adds the signed attribute `oid` with the one value `value_der` (DER).
+    pub fn signed_attribute(
+        mut self,
+        oid: ObjectIdentifier,
+        value_der: &[u8],
+    ) -> Result<Self, CmsError> {
+        let value = Any::from_der(value_der).map_err(encoding)?;
+        self.more_attrs.push(attribute(oid, value)?);
+        Ok(self)
+    }
+
+    /// Leaves the certificates out of the SignedData (a verifier has them already).
+    pub fn without_certificates(mut self) -> Self {
+        self.with_certificates = false;
+        self
     }
 
     /// Carries one more certificate (DER) in the SignedData, e.g. the CA certificate.
@@ -493,16 +530,17 @@ impl CmsBuilder {
             mac_algorithm: None,
         };
         let digest = OctetString::new(content_digest).map_err(encoding)?;
-        let attrs: Attributes = SetOfVec::try_from(vec![
-            attribute(rfc5911::ID_CONTENT_TYPE, any_of(&ID_DATA)?)?,
+        let mut attrs = vec![
+            attribute(rfc5911::ID_CONTENT_TYPE, any_of(&self.content_type)?)?,
             attribute(rfc5911::ID_MESSAGE_DIGEST, any_of(&digest)?)?,
             attribute(rfc5911::ID_SIGNING_TIME, any_of(&self.signing_time)?)?,
             attribute(
                 rfc6211::ID_AA_CMS_ALGORITHM_PROTECTION,
                 any_of(&protection)?,
             )?,
-        ])
-        .map_err(encoding)?;
+        ];
+        attrs.extend(self.more_attrs);
+        let attrs: Attributes = SetOfVec::try_from(attrs).map_err(encoding)?;
         let attrs_der = attrs.to_der().map_err(encoding)?;
         let spki_der = self
             .signer
@@ -520,6 +558,9 @@ impl CmsBuilder {
             signature_alg,
             signer: self.signer,
             extra: self.extra,
+            content_type: self.content_type,
+            econtent: self.econtent,
+            with_certificates: self.with_certificates,
         })
     }
 
@@ -547,6 +588,9 @@ pub struct PendingCms {
     signature_alg: AlgorithmIdentifierOwned,
     signer: Certificate,
     extra: Vec<Certificate>,
+    content_type: ObjectIdentifier,
+    econtent: Option<Vec<u8>>,
+    with_certificates: bool,
 }
 
 impl fmt::Debug for PendingCms {
@@ -614,14 +658,24 @@ impl PendingCms {
                 set.insert(cert).map_err(encoding)?;
             }
         }
+        let econtent = self
+            .econtent
+            .as_ref()
+            .map(|c| any_of(&OctetString::new(c.as_slice()).map_err(encoding)?))
+            .transpose()?;
         let signed_data = SignedData {
-            version: CmsVersion::V1,
+            // RFC 5652 §5.1: version 3 when the content is not id-data.
+            version: if self.content_type == ID_DATA {
+                CmsVersion::V1
+            } else {
+                CmsVersion::V3
+            },
             digest_algorithms: SetOfVec::try_from(vec![self.digest_alg]).map_err(encoding)?,
             encap_content_info: EncapsulatedContentInfo {
-                econtent_type: ID_DATA,
-                econtent: None,
+                econtent_type: self.content_type,
+                econtent,
             },
-            certificates: Some(CertificateSet(set)),
+            certificates: self.with_certificates.then_some(CertificateSet(set)),
             crls: None,
             signer_infos: SignerInfos(SetOfVec::try_from(vec![signer_info]).map_err(encoding)?),
         };
@@ -631,7 +685,11 @@ impl PendingCms {
         };
         let der = content_info.to_der().map_err(encoding)?;
         // What we hand out is what we read back.
-        CmsSignature::from_der(der)
+        let expect = match self.econtent {
+            None => Content::Detached,
+            Some(_) => Content::Encapsulated(self.content_type),
+        };
+        CmsSignature::from_der(der, expect)
     }
 }
 
@@ -700,6 +758,17 @@ pub struct CmsSignature {
     signing_time: Option<OffsetDateTime>,
     signature: Vec<u8>,
     certificates: Vec<Vec<u8>>,
+    /// The encapsulated content, when the signature carries it.
+    econtent: Option<Vec<u8>>,
+}
+
+/// What a SignedData is expected to hold as content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Content {
+    /// Detached `id-data`.
+    Detached,
+    /// Content of this type carried inside.
+    Encapsulated(ObjectIdentifier),
 }
 
 impl fmt::Debug for CmsSignature {
@@ -768,13 +837,25 @@ impl CmsSignature {
                     "PEM label is not CMS or PKCS7".to_owned(),
                 ));
             }
-            CmsSignature::from_der(der)
+            CmsSignature::from_der(der, Content::Detached)
         } else {
-            CmsSignature::from_der(der_or_pem.to_vec())
+            CmsSignature::from_der(der_or_pem.to_vec(), Content::Detached)
         }
     }
 
-    fn from_der(der: Vec<u8>) -> Result<CmsSignature, CmsError> {
+    /// Reads a DER SignedData that carries content of type `content_type` (a time-stamp
+    /// token: id-ct-TSTInfo), with the checks of [`parse`](Self::parse) otherwise.
+    pub fn parse_encapsulated(
+        der: &[u8],
+        content_type: ObjectIdentifier,
+    ) -> Result<CmsSignature, CmsError> {
+        if der.len() > MAX_CMS_LEN {
+            return Err(CmsError::TooLarge { max: MAX_CMS_LEN });
+        }
+        CmsSignature::from_der(der.to_vec(), Content::Encapsulated(content_type))
+    }
+
+    fn from_der(der: Vec<u8>, expect: Content) -> Result<CmsSignature, CmsError> {
         let content_info = ContentInfo::from_der(&der).map_err(malformed)?;
         if content_info.content_type != rfc5911::ID_SIGNED_DATA {
             return Err(CmsError::Unsupported("the ContentInfo is not SignedData"));
@@ -782,14 +863,33 @@ impl CmsSignature {
         let signed = SignedData::from_der(&content_info.content.to_der().map_err(malformed)?)
             .map_err(malformed)?;
         let encap = &signed.encap_content_info;
-        if encap.econtent_type != ID_DATA {
-            return Err(CmsError::Unsupported("content type other than id-data"));
-        }
-        if encap.econtent.is_some() {
-            return Err(CmsError::Unsupported(
-                "the content is embedded; only detached signatures are verified",
-            ));
-        }
+        let econtent = match expect {
+            Content::Detached => {
+                if encap.econtent_type != ID_DATA {
+                    return Err(CmsError::Unsupported("content type other than id-data"));
+                }
+                if encap.econtent.is_some() {
+                    return Err(CmsError::Unsupported(
+                        "the content is embedded; only detached signatures are verified",
+                    ));
+                }
+                None
+            }
+            Content::Encapsulated(oid) => {
+                if encap.econtent_type != oid {
+                    return Err(CmsError::Unsupported(
+                        "not the expected encapsulated content type",
+                    ));
+                }
+                let content = encap
+                    .econtent
+                    .as_ref()
+                    .ok_or(CmsError::Unsupported("no encapsulated content"))?;
+                let octets: OctetString = decode_any(content, "eContent")
+                    .map_err(|_| CmsError::Malformed("eContent is not an OCTET STRING".into()))?;
+                Some(octets.as_bytes().to_vec())
+            }
+        };
         let mut signers = signed.signer_infos.0.iter();
         let signer_info = match (signers.next(), signers.next()) {
             (Some(si), None) => si,
@@ -883,8 +983,70 @@ impl CmsSignature {
             signing_time,
             signature: signer_info.signature.as_bytes().to_vec(),
             certificates,
+            econtent,
             der,
         })
+    }
+
+    /// The encapsulated content (time-stamp tokens), if the signature carries one.
+    pub fn econtent(&self) -> Option<&[u8]> {
+        self.econtent.as_deref()
+    }
+
+    /// The SignerInfo's signature value (what a signature time-stamp covers).
+    pub fn signature_value(&self) -> &[u8] {
+        &self.signature
+    }
+
+    /// The same signature with the unsigned attribute `oid` = `value_der` (DER) added to its
+    /// SignerInfo (e.g. id-aa-signatureTimeStampToken). The signed part is unchanged.
+    pub fn with_unsigned_attribute(
+        &self,
+        oid: ObjectIdentifier,
+        value_der: &[u8],
+    ) -> Result<CmsSignature, CmsError> {
+        let content_info = ContentInfo::from_der(&self.der).map_err(malformed)?;
+        let mut signed = SignedData::from_der(&content_info.content.to_der().map_err(malformed)?)
+            .map_err(malformed)?;
+        let mut infos: Vec<SignerInfo> = signed.signer_infos.0.iter().cloned().collect();
+        let info = infos
+            .first_mut()
+            .ok_or(CmsError::Unsupported("not exactly one SignerInfo"))?;
+        let mut unsigned: Vec<Attribute> = info
+            .unsigned_attrs
+            .as_ref()
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default();
+        unsigned.push(attribute(oid, Any::from_der(value_der).map_err(encoding)?)?);
+        info.unsigned_attrs = Some(SetOfVec::try_from(unsigned).map_err(encoding)?);
+        signed.signer_infos = SignerInfos(SetOfVec::try_from(infos).map_err(encoding)?);
+        let der = ContentInfo {
+            content_type: rfc5911::ID_SIGNED_DATA,
+            content: any_of(&signed)?,
+        }
+        .to_der()
+        .map_err(encoding)?;
+        let expect = match (&self.econtent, signed.encap_content_info.econtent_type) {
+            (None, _) => Content::Detached,
+            (Some(_), oid) => Content::Encapsulated(oid),
+        };
+        CmsSignature::from_der(der, expect)
+    }
+
+    /// The unsigned attribute `oid`'s one value (DER), if the SignerInfo has it.
+    pub fn unsigned_attribute(&self, oid: ObjectIdentifier) -> Result<Option<Vec<u8>>, CmsError> {
+        let content_info = ContentInfo::from_der(&self.der).map_err(malformed)?;
+        let signed = SignedData::from_der(&content_info.content.to_der().map_err(malformed)?)
+            .map_err(malformed)?;
+        let Some(info) = signed.signer_infos.0.iter().next() else {
+            return Ok(None);
+        };
+        let Some(attrs) = &info.unsigned_attrs else {
+            return Ok(None);
+        };
+        single_value(attrs, oid, "unsigned attribute")?
+            .map(|v| v.to_der().map_err(encoding))
+            .transpose()
     }
 
     /// The DER encoding (what `openssl cms -inform DER` reads).

@@ -7,7 +7,9 @@
 //! - [`rpm`]: RPM v4 packages with a header-only OpenPGP signature, the head parsed
 //!   incrementally so that the payload streams past.
 //! - [`cms`]: CMS detached SignedData (RFC 5652) over a digest, and its verification.
+//! - [`tsp`]: RFC 3161 time-stamp requests, tokens and responses.
 
 pub mod cms;
 pub mod openpgp;
 pub mod rpm;
+pub mod tsp;

@@ -8,6 +8,7 @@
 
 mod crl;
 mod ocsp;
+mod tsa;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,15 +21,16 @@ use uuid::Uuid;
 use x509_cert::Certificate;
 
 pub use ocsp::{OcspAnswer, OcspOutcome};
+pub use tsa::TsaAnswer;
 
 use super::HsmSigner;
 use crate::audit::{Actor, Audit, AuditError, Receipt, Record};
 use crate::config::{self, Config};
 use crate::crypto;
-use crate::hsm::{Hsm, HsmError};
+use crate::hsm::{Hsm, HsmError, KeyAlgorithm};
 use crate::metrics::Metrics;
-use crate::store::pki::{self as sql, AccountRow, CertificateRow};
-use crate::store::{NewCertificate, Store, StoreError};
+use crate::store::pki::{self as sql, AccountRow, CertificateRow, DaemonKey};
+use crate::store::{KeyRecord, NewCertificate, Store, StoreError};
 
 /// Errors of the CA service, grouped by what the client should do.
 #[derive(Debug, thiserror::Error)]
@@ -214,10 +216,11 @@ pub fn valid_account_name(name: &str) -> bool {
         })
 }
 
-/// Checks a role: `admin`, `cert-manager`, `auditor` or `signer:<ring>` with a valid ring name.
+/// Checks a role: `admin`, `cert-manager`, `auditor`, `timestamper` or `signer:<ring>` with a
+/// valid ring name.
 pub fn valid_role(role: &str) -> bool {
     match role {
-        "admin" | "cert-manager" | "auditor" => true,
+        "admin" | "cert-manager" | "auditor" | "timestamper" => true,
         _ => role.strip_prefix("signer:").is_some_and(valid_account_name),
     }
 }
@@ -267,6 +270,8 @@ struct Inner {
     /// that a burst of status changes yields one new CRL, not one per change waiting in line.
     crl_gate: tokio::sync::Mutex<()>,
     ocsp: ocsp::Responder,
+    tsa_cfg: config::Tsa,
+    tsa: tsa::Tsa,
 }
 
 /// The audit actor for what the daemon does on its own (CRLs, the OCSP responder).
@@ -344,9 +349,12 @@ impl CaService {
                 ca_signer,
                 urls,
                 crl_gate: tokio::sync::Mutex::new(()),
+                tsa_cfg: config.tsa.clone(),
+                tsa: tsa::Tsa::default(),
             }),
         };
         service.refresh_responder().await?;
+        service.refresh_tsa().await?;
         if let Err(e) = service.publish_crl().await {
             tracing::error!(error = %e, "cannot sign the CRL now; retrying in the background");
         }
@@ -374,6 +382,9 @@ impl CaService {
             }
             if let Err(e) = self.refresh_responder().await {
                 tracing::warn!(error = %e, "OCSP responder renewal failed; retrying");
+            }
+            if let Err(e) = self.refresh_tsa().await {
+                tracing::warn!(error = %e, "TSA certificate renewal failed; retrying");
             }
         }
     }
@@ -916,6 +927,93 @@ fn random16() -> Result<[u8; 16], CaError> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| CaError::Cert(format!("no randomness: {e}")))?;
     Ok(b)
+}
+
+/// A key of the daemon's own (the delegated OCSP responder, the TSA) and its certificate.
+#[derive(Debug)]
+struct DaemonKeySpec {
+    which: DaemonKey,
+    algorithm: KeyAlgorithm,
+    profile: Profile,
+    profile_name: &'static str,
+    subject: &'static str,
+    validity_days: u32,
+    /// The audit action of an issuance.
+    action: &'static str,
+}
+
+impl CaService {
+    /// Issues `spec`'s certificate for `key`, or for a new key of `spec.algorithm` made in the
+    /// CA's token, and records both with their audit entry. Called under the CA signing lock.
+    async fn renew_daemon_key(
+        &self,
+        spec: &DaemonKeySpec,
+        key: Option<KeyRecord>,
+    ) -> Result<sql::ResponderRow, CaError> {
+        let (key, new_key) = match key {
+            Some(k) if k.state == "active" => (k, false),
+            _ => {
+                let id = Uuid::new_v4();
+                let label = format!("signetd-{}-{id}", spec.profile_name);
+                let token = self.inner.cfg.token.clone();
+                let (h, t, l, alg) = (
+                    self.inner.hsm.clone(),
+                    token.clone(),
+                    label.clone(),
+                    spec.algorithm,
+                );
+                let public_key = blocking(move || h.generate_key(&t, &l, alg)).await??;
+                (
+                    KeyRecord {
+                        id,
+                        token,
+                        label,
+                        algorithm: spec.algorithm,
+                        fingerprint: crypto::sha256_hex(&public_key),
+                        public_key,
+                        state: "active".into(),
+                    },
+                    true,
+                )
+            }
+        };
+        let spki = SubjectPublicKeyInfoOwned::from_der(&key.public_key)
+            .map_err(|e| CaError::Cert(format!("{} public key: {e}", spec.profile_name)))?;
+        let days = spec.validity_days;
+        let issued = self
+            .sign_certificate(
+                spec.profile.clone(),
+                spec.profile_name,
+                spec.subject,
+                spki,
+                days,
+            )
+            .await?;
+        let rec = record(
+            &daemon_actor(),
+            spec.action,
+            format!("cert:{}", issued.serial),
+            &serde_json::json!({ "key": key.id, "new_key": new_key, "validity_days": days }),
+            Some(&issued.der),
+        );
+        let (k, c, which) = (key.clone(), issued.clone(), spec.which);
+        self.inner
+            .audit
+            .append_with(
+                rec,
+                Box::new(move |tx| {
+                    Box::pin(async move { sql::set_daemon_key(tx, which, &k, new_key, &c).await })
+                }),
+            )
+            .await?;
+        tracing::info!(serial = %issued.serial, new_key, profile = spec.profile_name, "issued a certificate of the daemon's own");
+        Ok(sql::ResponderRow {
+            key,
+            der: issued.der,
+            not_after: issued.not_after,
+            not_before: issued.not_before,
+        })
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, CaError> {

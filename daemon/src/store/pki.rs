@@ -120,7 +120,32 @@ pub struct CertifiableKey {
     pub ring: Option<String>,
 }
 
-/// The delegated OCSP responder as stored.
+/// A key of the daemon's own with one current certificate, kept in a one-row table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonKey {
+    /// The delegated OCSP responder (`ocsp_responder`, key purpose `ocsp`).
+    OcspResponder,
+    /// The time-stamping authority (`tsa`, key purpose `tsa`).
+    Tsa,
+}
+
+impl DaemonKey {
+    fn table(self) -> &'static str {
+        match self {
+            DaemonKey::OcspResponder => "ocsp_responder",
+            DaemonKey::Tsa => "tsa",
+        }
+    }
+
+    fn purpose(self) -> &'static str {
+        match self {
+            DaemonKey::OcspResponder => "ocsp",
+            DaemonKey::Tsa => "tsa",
+        }
+    }
+}
+
+/// The delegated OCSP responder (or the TSA) as stored.
 #[derive(Debug, Clone)]
 pub struct ResponderRow {
     /// Its key.
@@ -275,7 +300,8 @@ impl Store {
         let conn = self.pool.get().await?;
         let rows = conn
             .query(
-                "SELECT serial FROM server_tls UNION SELECT serial FROM ocsp_responder",
+                "SELECT serial FROM server_tls UNION SELECT serial FROM ocsp_responder \
+                 UNION SELECT serial FROM tsa",
                 &[],
             )
             .await?;
@@ -398,13 +424,61 @@ impl Store {
 
     /// The delegated OCSP responder, if one was made.
     pub async fn ocsp_responder(&self) -> Result<Option<ResponderRow>, StoreError> {
+        self.key_and_certificate(DaemonKey::OcspResponder).await
+    }
+
+    /// The time-stamping authority's key and certificate, if they were made.
+    pub async fn tsa(&self) -> Result<Option<ResponderRow>, StoreError> {
+        self.key_and_certificate(DaemonKey::Tsa).await
+    }
+
+    /// Takes the next time-stamp serial number and checks the clock, under the row lock that
+    /// every daemon sharing the database takes: reads the clock (`now`) only once the lock is
+    /// held, so stamps of one clock never go backwards. `Ok(Err(last))` when `now` is before
+    /// the last stamp's time `last` (nothing changes).
+    pub async fn next_stamp(
+        &self,
+        now: impl FnOnce() -> OffsetDateTime,
+    ) -> Result<Result<(i64, OffsetDateTime), OffsetDateTime>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await?;
+        let row = tx
+            .query_one(
+                "SELECT serial, last_time FROM tsa_clock WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await?;
+        let serial: i64 = row.try_get(0)?;
+        let last: OffsetDateTime = row.try_get(1)?;
+        let now = now();
+        if now < last {
+            tx.rollback().await?;
+            return Ok(Err(last));
+        }
+        let serial = serial + 1;
+        tx.execute(
+            "UPDATE tsa_clock SET serial = $1, last_time = $2 WHERE id = 1",
+            &[&serial, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok((serial, now)))
+    }
+
+    async fn key_and_certificate(
+        &self,
+        which: DaemonKey,
+    ) -> Result<Option<ResponderRow>, StoreError> {
         let conn = self.pool.get().await?;
         let row = conn
             .query_opt(
-                "SELECT k.id, k.token, k.label, k.algorithm, k.public_key, k.fingerprint, k.state, \
-                 c.der, c.not_after, c.not_before \
-                 FROM ocsp_responder o JOIN keys k ON k.id = o.key_id \
-                 JOIN certificates c ON c.serial = o.serial WHERE o.id = 1",
+                &format!(
+                    "SELECT k.id, k.token, k.label, k.algorithm, k.public_key, k.fingerprint, \
+                     k.state, c.der, c.not_after, c.not_before \
+                     FROM {} o JOIN keys k ON k.id = o.key_id \
+                     JOIN certificates c ON c.serial = o.serial WHERE o.id = 1",
+                    which.table()
+                ),
                 &[],
             )
             .await?;
@@ -609,15 +683,28 @@ pub async fn set_ocsp_responder(
     new_key: bool,
     certificate: &NewCertificate,
 ) -> Result<(), StoreError> {
+    set_daemon_key(tx, DaemonKey::OcspResponder, key, new_key, certificate).await
+}
+
+/// Records a daemon key of `which` kind: its key (when `new_key`), its certificate, and the
+/// pointer to both (inside an audited transaction).
+pub async fn set_daemon_key(
+    tx: &Transaction<'_>,
+    which: DaemonKey,
+    key: &KeyRecord,
+    new_key: bool,
+    certificate: &NewCertificate,
+) -> Result<(), StoreError> {
     if new_key {
         tx.execute(
             "INSERT INTO keys (id, token, label, algorithm, purpose, public_key, fingerprint) \
-             VALUES ($1, $2, $3, $4, 'ocsp', $5, $6)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &key.id,
                 &key.token,
                 &key.label,
                 &key.algorithm.as_str(),
+                &which.purpose(),
                 &key.public_key,
                 &key.fingerprint,
             ],
@@ -626,8 +713,11 @@ pub async fn set_ocsp_responder(
     }
     insert_certificate(tx, None, None, certificate).await?;
     tx.execute(
-        "INSERT INTO ocsp_responder (id, key_id, serial) VALUES (1, $1, $2) \
-         ON CONFLICT (id) DO UPDATE SET key_id = $1, serial = $2, updated_at = now()",
+        &format!(
+            "INSERT INTO {} (id, key_id, serial) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET key_id = $1, serial = $2, updated_at = now()",
+            which.table()
+        ),
         &[&key.id, &certificate.serial],
     )
     .await?;

@@ -14,17 +14,15 @@ use std::time::{Duration, Instant, SystemTime};
 use der::Decode as _;
 use signet_certs::{
     CertStatus, Certificate, OcspErrorStatus, Profile, Reason, ResponderId, SingleResponse,
-    SubjectPublicKeyInfoOwned, TbsSigner as _,
+    TbsSigner as _,
 };
 use time::OffsetDateTime;
-use uuid::Uuid;
 
-use super::{CaError, CaService, blocking, daemon_actor, reason_from_str, record};
-use crate::crypto;
+use super::{CaError, CaService, DaemonKeySpec, blocking, reason_from_str};
 use crate::hsm::KeyAlgorithm;
 use crate::pki::HsmSigner;
 use crate::store::KeyRecord;
-use crate::store::pki as sql;
+use crate::store::pki::{self as sql, DaemonKey};
 
 /// What the responder answers.
 #[derive(Debug, Clone)]
@@ -365,64 +363,15 @@ impl CaService {
     /// Issues a responder certificate for `key`, or for a new key made in the CA's token, and
     /// records both with their audit entry. Called under the CA signing lock.
     async fn renew_responder(&self, key: Option<KeyRecord>) -> Result<sql::ResponderRow, CaError> {
-        let (key, new_key) = match key {
-            Some(k) if k.state == "active" => (k, false),
-            _ => {
-                let id = Uuid::new_v4();
-                let label = format!("signetd-ocsp-{id}");
-                let token = self.inner.cfg.token.clone();
-                let (h, t, l) = (self.inner.hsm.clone(), token.clone(), label.clone());
-                let public_key =
-                    blocking(move || h.generate_key(&t, &l, KeyAlgorithm::EcP256)).await??;
-                (
-                    KeyRecord {
-                        id,
-                        token,
-                        label,
-                        algorithm: KeyAlgorithm::EcP256,
-                        fingerprint: crypto::sha256_hex(&public_key),
-                        public_key,
-                        state: "active".into(),
-                    },
-                    true,
-                )
-            }
+        let spec = DaemonKeySpec {
+            which: DaemonKey::OcspResponder,
+            algorithm: KeyAlgorithm::EcP256,
+            profile: Profile::OcspResponder,
+            profile_name: "ocsp-responder",
+            subject: "CN=signetd OCSP responder",
+            validity_days: self.inner.cfg.ocsp_responder_validity_days,
+            action: "ocsp.responder.issue",
         };
-        let spki = SubjectPublicKeyInfoOwned::from_der(&key.public_key)
-            .map_err(|e| CaError::Cert(format!("responder public key: {e}")))?;
-        let days = self.inner.cfg.ocsp_responder_validity_days;
-        let issued = self
-            .sign_certificate(
-                Profile::OcspResponder,
-                "ocsp-responder",
-                "CN=signetd OCSP responder",
-                spki,
-                days,
-            )
-            .await?;
-        let rec = record(
-            &daemon_actor(),
-            "ocsp.responder.issue",
-            format!("cert:{}", issued.serial),
-            &serde_json::json!({ "key": key.id, "new_key": new_key, "validity_days": days }),
-            Some(&issued.der),
-        );
-        let (k, c) = (key.clone(), issued.clone());
-        self.inner
-            .audit
-            .append_with(
-                rec,
-                Box::new(move |tx| {
-                    Box::pin(async move { sql::set_ocsp_responder(tx, &k, new_key, &c).await })
-                }),
-            )
-            .await?;
-        tracing::info!(serial = %issued.serial, new_key, "issued the OCSP responder certificate");
-        Ok(sql::ResponderRow {
-            key,
-            der: issued.der,
-            not_after: issued.not_after,
-            not_before: issued.not_before,
-        })
+        self.renew_daemon_key(&spec, key).await
     }
 }
