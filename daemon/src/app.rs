@@ -82,6 +82,8 @@ pub struct AppParts {
     pub ca: crate::pki::service::CaService,
     /// Batch record signing.
     pub jobs: crate::jobs::Jobs,
+    /// Per-client rate limits.
+    pub limits: Arc<crate::limits::RateLimits>,
 }
 
 /// Opens the HSM layer with every configured token (PINs from their sources).
@@ -174,7 +176,13 @@ impl App {
         let ca_pem = x509_cert::Certificate::from_der(&ca_der)
             .and_then(|c| c.to_pem(der::pem::LineEnding::LF))
             .map_err(|e| StartError::Pki(crate::pki::PkiError::Corrupt(e.to_string())))?;
+        let limits = crate::limits::RateLimits::start(
+            config.rate_limits.clone(),
+            audit.clone(),
+            metrics.clone(),
+        );
         let app = App(Arc::new(AppParts {
+            limits,
             config: Arc::new(config),
             hsm,
             store,
@@ -188,11 +196,50 @@ impl App {
             ca,
             jobs,
         }));
+        app.act_on_notices();
         Ok((app, tls))
     }
 }
 
 impl App {
+    /// Acts on the changes other processes announce (`store::notify`) for the life of the
+    /// process: a retired key stops being lent at once; a certificate status change or an
+    /// account deletion drops the rate-limit buckets (roles may have changed). Certificate
+    /// status itself is read per request (invariant 7), so a hold needs nothing more.
+    fn act_on_notices(&self) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match crate::store::notify::listen_to(
+                    &app.config.database,
+                    crate::store::notify::CHANNEL,
+                )
+                .await
+                {
+                    Ok(mut listener) => {
+                        while let Some(notice) = listener.next_notice().await {
+                            app.act_on(notice).await;
+                        }
+                        tracing::warn!("the notification connection dropped; reconnecting");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for notices; retrying"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    async fn act_on(&self, notice: crate::store::notify::Notice) {
+        use crate::store::notify::Notice;
+        match notice {
+            Notice::KeyRetired(id) => {
+                self.signing.retired_elsewhere(id).await;
+                tracing::info!(%id, "a key retired elsewhere is no longer lent here");
+            }
+            Notice::CertificateStatus(_) | Notice::AccountDeleted(_) => self.limits.reset(),
+        }
+    }
+
     /// Re-reads the server certificate and key from the database (after `signetd init`
     /// re-issued them) and uses them for new handshakes. Runs on SIGHUP.
     pub async fn reload_tls(&self) -> Result<(), StartError> {

@@ -50,6 +50,8 @@ pub struct Config {
     pub tls: Tls,
     /// The time-stamping authority (RFC 3161).
     pub tsa: Tsa,
+    /// Per-client rate limits on the mTLS API.
+    pub rate_limits: RateLimits,
     /// The first administrator, created by `signetd init`.
     pub admin: Admin,
     /// The Merkle audit log.
@@ -77,6 +79,7 @@ impl Default for Config {
             ca: Ca::default(),
             tls: Tls::default(),
             tsa: Tsa::default(),
+            rate_limits: RateLimits::default(),
             admin: Admin::default(),
             audit: Audit::default(),
             signing: Signing::default(),
@@ -320,6 +323,58 @@ impl Default for Tsa {
             accuracy_millis: 1000,
             validity_days: 90,
             algorithm: KeyAlgorithm::EcP256,
+        }
+    }
+}
+
+/// A token bucket: `per_second` requests a second on average, up to `burst` at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests a second, sustained (0: no limit).
+    pub per_second: u32,
+    /// Requests at once after a pause (at least `per_second`).
+    pub burst: u32,
+}
+
+impl Rate {
+    fn new(per_second: u32, burst: u32) -> Rate {
+        Rate { per_second, burst }
+    }
+}
+
+/// Per-client rate limits: an account's override, else the most generous default among its
+/// roles (`signer` covers every `signer:<ring>`), else `default`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Whether requests are limited at all.
+    pub enabled: bool,
+    /// For accounts none of whose roles is listed in `roles` (none: unlimited).
+    pub default: Option<Rate>,
+    /// Per role: `admin`, `cert-manager`, `auditor`, `timestamper`, `signer`.
+    pub roles: BTreeMap<String, Rate>,
+    /// Per account name, over its roles' defaults.
+    pub accounts: BTreeMap<String, Rate>,
+    /// Refusals are audited once per account per this many seconds, with their count.
+    pub audit_window_secs: u64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let roles = [
+            ("signer", Rate::new(20_000, 40_000)),
+            ("timestamper", Rate::new(2_000, 4_000)),
+            ("admin", Rate::new(1_000, 2_000)),
+            ("cert-manager", Rate::new(500, 1_000)),
+            ("auditor", Rate::new(500, 1_000)),
+        ];
+        Self {
+            enabled: true,
+            default: Some(Rate::new(100, 200)),
+            roles: roles.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            accounts: BTreeMap::new(),
+            audit_window_secs: 60,
         }
     }
 }
@@ -608,6 +663,21 @@ impl Config {
                 "ca: leaf_validity_days must be in 1..=max_leaf_validity_days; crl_validity_hours, \
                  crl_check_secs, ocsp_responder_validity_days and ocsp_validity_secs must be > 0"
                     .into(),
+            ));
+        }
+        for role in self.rate_limits.roles.keys() {
+            if !["signer", "timestamper", "admin", "cert-manager", "auditor"]
+                .contains(&role.as_str())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "rate_limits.roles.{role}: not a role (signer, timestamper, admin, \
+                     cert-manager, auditor)"
+                )));
+            }
+        }
+        if self.rate_limits.audit_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "rate_limits.audit_window_secs must be > 0".into(),
             ));
         }
         let tsa = &self.tsa;

@@ -11,6 +11,7 @@ pub mod dev;
 pub mod formats;
 pub mod hsm;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod server;

@@ -67,6 +67,8 @@ pub struct Metrics {
     /// Time-stamp tokens issued, by where the request came from (`timestamp`: the endpoint;
     /// `cms`: a timestamped CMS signature).
     pub tsa_tokens: IntCounterVec,
+    /// Requests refused with 429 for their account's rate limit, by account.
+    pub rate_limited: IntCounterVec,
     /// Time-stamp requests rejected, by PKIFailureInfo name (`badAlg`, `unacceptedPolicy`, ...).
     pub tsa_rejections: IntCounterVec,
     /// Time to answer a time-stamp request that was granted (clock and serial, token
@@ -220,6 +222,13 @@ impl Metrics {
                 Opts::new("pki_ocsp_responses_total", "OCSP answers"),
                 &["outcome", "cache"],
             )?,
+            rate_limited: IntCounterVec::new(
+                Opts::new(
+                    "rate_limited_total",
+                    "Requests refused with 429 over their account's rate limit",
+                ),
+                &["account"],
+            )?,
             tsa_tokens: IntCounterVec::new(
                 Opts::new("tsa_tokens_total", "Time-stamp tokens issued"),
                 &["source"],
@@ -352,6 +361,7 @@ impl Metrics {
             .register(Box::new(m.pki_crl_next_update.clone()))?;
         m.registry
             .register(Box::new(m.pki_ocsp_responses.clone()))?;
+        m.registry.register(Box::new(m.rate_limited.clone()))?;
         m.registry.register(Box::new(m.tsa_tokens.clone()))?;
         m.registry.register(Box::new(m.tsa_rejections.clone()))?;
         m.registry.register(Box::new(m.tsa_seconds.clone()))?;

@@ -315,6 +315,20 @@ async fn identify(State(app): State<App>, mut request: Request, next: Next) -> R
             Err(e) => ApiError::from(e).into_response(),
         };
     }
+    if let Err(wait) = app.limits.check(&caller.actor(), &caller.roles) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!("this account is over its rate limit; retry in {secs} s"),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
     request.extensions_mut().insert(caller);
     next.run(request).await
 }

@@ -1008,13 +1008,27 @@ impl Signing {
             )
             .await
             .map_err(audit_err)?;
-        if let Some(pool) = lock(&self.inner.rings).get(&key.key.ring).cloned() {
+        self.stop_lending(&key.key.ring, id);
+        Ok((self.key(id).await?, receipt))
+    }
+
+    /// A ring key retired by another process (its notice): stop lending it here at once,
+    /// rather than at the next lease renewal.
+    pub async fn retired_elsewhere(&self, id: Uuid) {
+        match self.ring_of_key(id).await {
+            Ok(ring) => self.stop_lending(&ring, id),
+            Err(e) => tracing::debug!(%id, error = %e, "a retired key this daemon does not know"),
+        }
+    }
+
+    /// Drops key `id` from the pool of `ring` in this process and gives its lease back.
+    fn stop_lending(&self, ring: &str, id: Uuid) {
+        if let Some(pool) = lock(&self.inner.rings).get(ring).cloned() {
             for (gone, used) in pool.retire(id) {
                 let (store, holder) = (self.inner.store.clone(), self.inner.holder.clone());
                 tokio::spawn(async move { store.release_lease(gone, &holder, used).await });
             }
         }
-        Ok((self.key(id).await?, receipt))
     }
 
     /// The public keys a signature may be checked against: one key, or every key of a ring

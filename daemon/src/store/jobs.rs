@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::{AsyncMessage, Transaction};
 use uuid::Uuid;
 
+use super::notify::Listener;
 use super::{Store, StoreError};
 use crate::config;
 
@@ -747,57 +747,9 @@ impl Store {
     }
 
     /// Opens a connection of its own that `LISTEN`s on [`CHANNEL`]: other processes' job
-    /// events reach this one at once. The pool cannot do this (its connections drop
-    /// notifications).
+    /// events reach this one at once.
     pub async fn listen_jobs(cfg: &config::Database) -> Result<Listener, StoreError> {
-        let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-        let pg = super::pg_config(&cfg.url, timeout)?;
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(super::client_tls(cfg)?);
-        let (client, mut connection) = pg.connect(tls).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                match message {
-                    Ok(AsyncMessage::Notification(n)) => {
-                        if tx.send(n.payload().to_owned()).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "job notification connection ended");
-                        break;
-                    }
-                }
-            }
-        });
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-        Ok(Listener {
-            rx,
-            _client: client,
-            task,
-        })
-    }
-}
-
-/// A `LISTEN` connection. Dropping it closes the connection.
-#[derive(Debug)]
-pub struct Listener {
-    rx: mpsc::UnboundedReceiver<String>,
-    _client: tokio_postgres::Client,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Listener {
-    /// The next notification's payload; `None` when the connection is gone.
-    pub async fn recv(&mut self) -> Option<String> {
-        self.rx.recv().await
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.task.abort();
+        super::notify::listen_to(cfg, CHANNEL).await
     }
 }
 

@@ -16,6 +16,7 @@ use crate::hsm::KeyAlgorithm;
 
 pub mod audit;
 pub mod jobs;
+pub mod notify;
 pub mod pki;
 pub mod rings;
 

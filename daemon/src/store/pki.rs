@@ -615,7 +615,12 @@ pub async fn change_status(
             "certificate {serial} is no longer in the expected state"
         )));
     }
-    bump_epoch(tx).await
+    bump_epoch(tx).await?;
+    super::notify::send(
+        tx,
+        &super::notify::Notice::CertificateStatus(serial.to_owned()),
+    )
+    .await
 }
 
 /// Marks an account deleted and revokes its certificates that are not revoked yet, with
@@ -656,7 +661,7 @@ pub async fn delete_account(
     if !revoked.is_empty() {
         bump_epoch(tx).await?;
     }
-    Ok(())
+    super::notify::send(tx, &super::notify::Notice::AccountDeleted(name.to_owned())).await
 }
 
 /// Records a signed CRL (inside an audited transaction). Its number must be new.

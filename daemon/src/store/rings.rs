@@ -116,7 +116,7 @@ pub async fn retire_key(tx: &Transaction<'_>, id: Uuid) -> Result<(), StoreError
     if n != 1 {
         return Err(StoreError::NotFound(format!("key {id}")));
     }
-    Ok(())
+    super::notify::send(tx, &super::notify::Notice::KeyRetired(id)).await
 }
 
 impl Store {
