@@ -237,6 +237,7 @@ impl App {
                 tracing::info!(%id, "a key retired elsewhere is no longer lent here");
             }
             Notice::CertificateStatus(_) | Notice::AccountDeleted(_) => self.limits.reset(),
+            Notice::LimitsChanged => self.signing.limits_changed(),
         }
     }
 

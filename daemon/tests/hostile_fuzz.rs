@@ -27,13 +27,14 @@ use support::sign::{Client, account, generate, sign_file, write};
 use support::{Daemon, Instance, s};
 
 /// The source files that define routes, as the routers are built from them.
-const ROUTER_SOURCES: [(&str, &str); 6] = [
+const ROUTER_SOURCES: [(&str, &str); 7] = [
     ("api/mod.rs", include_str!("../src/api/mod.rs")),
     ("api/albs.rs", include_str!("../src/api/albs.rs")),
     ("api/sign.rs", include_str!("../src/api/sign.rs")),
     ("api/pki.rs", include_str!("../src/api/pki.rs")),
     ("api/jobs.rs", include_str!("../src/api/jobs.rs")),
     ("api/timestamp.rs", include_str!("../src/api/timestamp.rs")),
+    ("api/limits.rs", include_str!("../src/api/limits.rs")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -221,6 +222,21 @@ fn route_table() -> Vec<Row> {
             .args(&["key"])
             .query("", nothing),
         row(Api, "POST", "/v1/keys/{id}/retire").args(&["key2"]),
+        row(Api, "GET", "/v1/keys/{id}/limits")
+            .args(&["key"])
+            .query("", nothing),
+        row(Api, "PUT", "/v1/keys/{id}/limits")
+            .args(&["key2"])
+            .json(
+                r#"{"max_signatures":1000000,"usable_until":"2099-01-01T00:00:00Z"}"#,
+                &["", "/max_signatures", "/usable_until", "/+"],
+            ),
+        row(Api, "PUT", "/v1/rings/{ring}/limits")
+            .args(&["ring"])
+            .json(
+                r#"{"key_max_signatures":1000000}"#,
+                &["", "/key_max_signatures", "/+"],
+            ),
         row(Api, "GET", "/v1/keys/{id}/openpgp")
             .args(&["key"])
             .query("", &["armor", "x"]),

@@ -8,6 +8,7 @@ mod body;
 mod formats;
 pub mod input;
 mod jobs;
+mod limits;
 mod pki;
 mod problem;
 mod rpm;
@@ -75,6 +76,7 @@ pub fn api_router(app: App) -> Router {
         .merge(pki::routes())
         .merge(jobs::routes())
         .merge(timestamp::routes())
+        .merge(limits::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(refuse_bad_input))

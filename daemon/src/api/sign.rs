@@ -297,7 +297,7 @@ fn count_too_large(app: &App, e: ApiError) -> ApiError {
     e
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     super::input::parse_json(bytes, super::input::Nul::Refused)
 }
 
@@ -1250,12 +1250,12 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
 }
 
-fn key_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+pub(super) fn key_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
     Uuid::parse_str(&path(p)?).map_err(|_| ApiError::not_found("no such key"))
 }
 
 /// Logs a read and returns its receipt.
-async fn audit_read(
+pub(super) async fn audit_read(
     app: &App,
     caller: &Caller,
     action: &str,

@@ -338,7 +338,11 @@ async fn lease_key(
         let released = inner.key_released.notified();
         tokio::pin!(released);
         released.as_mut().enable();
-        match inner.store.lease_lru_key(ring, holder, ttl, &[]).await {
+        match inner
+            .store
+            .lease_lru_unlimited_key(ring, holder, ttl, &[])
+            .await
+        {
             Ok(Some(key)) => {
                 if let Some(since) = waiting_since {
                     inner

@@ -185,6 +185,9 @@ struct Inner {
     key_rings: Mutex<HashMap<Uuid, String>>,
     trace: Option<trace::Trace>,
     openpgp: Mutex<openpgp::Cache>,
+    /// Key id → whether a budget or window applies (as last read; cleared on a
+    /// `limits.changed` notice and whenever this process changes limits).
+    limited: Mutex<HashMap<Uuid, bool>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -265,6 +268,7 @@ impl Signing {
                 key_rings: Mutex::new(HashMap::new()),
                 trace,
                 openpgp: Mutex::new(openpgp::Cache::default()),
+                limited: Mutex::new(HashMap::new()),
             }),
         };
         let weak = Arc::downgrade(&signing.inner);
@@ -431,6 +435,18 @@ impl Signing {
         }
         let count = items.len();
         let key_id = guard.id();
+        if let Err(why) = self.spend(key_id, count).await? {
+            drop(guard);
+            if let Ok(ring) = self.ring_of_key(key_id).await
+                && let Some(pool) = lock(&self.inner.rings).get(&ring).cloned()
+            {
+                for (gone, used) in pool.set_aside(key_id) {
+                    let (store, holder) = (self.inner.store.clone(), self.inner.holder.clone());
+                    tokio::spawn(async move { store.release_lease(gone, &holder, used).await });
+                }
+            }
+            return Err(SigningError::Conflict(why));
+        }
         let inner = self.inner.clone();
         let start = inner.trace.as_ref().map(trace::Trace::now);
         let release = move |made: usize| {
@@ -479,10 +495,7 @@ impl Signing {
                 m.signing_queue_rejections
                     .with_label_values(&[&pool.name])
                     .inc();
-                return Err(SigningError::Busy {
-                    ring: pool.name.clone(),
-                    why: "queue full",
-                });
+                return Err(self.busy_or_spent(pool, want, "queue full").await);
             }
         };
         if lease {
@@ -511,11 +524,35 @@ impl Signing {
                 m.signing_queue_rejections
                     .with_label_values(&[&pool.name])
                     .inc();
-                Err(SigningError::Busy {
-                    ring: pool.name.clone(),
-                    why: "timed out waiting for a key",
-                })
+                Err(self
+                    .busy_or_spent(pool, want, "timed out waiting for a key")
+                    .await)
             }
+        }
+    }
+
+    /// Why no key could be had: busy (503) — unless no key of the ring may sign now at all
+    /// (budgets used up, windows closed), which waiting will not change (409).
+    async fn busy_or_spent(
+        &self,
+        pool: &RingPool,
+        want: Option<Uuid>,
+        why: &'static str,
+    ) -> SigningError {
+        let busy = SigningError::Busy {
+            ring: pool.name.clone(),
+            why,
+        };
+        if want.is_some() {
+            return busy;
+        }
+        match self.inner.store.signable_keys(&pool.name).await {
+            Ok(0) => SigningError::Conflict(format!(
+                "no key of ring {} may sign now: their signature budgets are used up or they \
+                 are outside their validity windows",
+                pool.name
+            )),
+            _ => busy,
         }
     }
 
@@ -1010,6 +1047,124 @@ impl Signing {
             .map_err(audit_err)?;
         self.stop_lending(&key.key.ring, id);
         Ok((self.key(id).await?, receipt))
+    }
+
+    /// Counts `count` signatures of `key` against its budget when one (or a window) applies:
+    /// one statement in the database, so no number of daemons overruns it. Keys without
+    /// limits cost nothing once their absence was read.
+    async fn spend(&self, key: Uuid, count: usize) -> Result<Result<(), String>, SigningError> {
+        let known = lock(&self.inner.limited).get(&key).copied();
+        let limited = match known {
+            Some(l) => l,
+            None => {
+                let l = self
+                    .inner
+                    .store
+                    .key_limits(key)
+                    .await?
+                    .is_some_and(|l| l.any());
+                lock(&self.inner.limited).insert(key, l);
+                l
+            }
+        };
+        if !limited {
+            return Ok(Ok(()));
+        }
+        let n = i64::try_from(count).unwrap_or(i64::MAX);
+        Ok(self.inner.store.spend_signatures(key, n).await?)
+    }
+
+    /// Budgets or windows changed somewhere: read them again before the next signature.
+    pub fn limits_changed(&self) {
+        lock(&self.inner.limited).clear();
+    }
+
+    /// Sets key `id`'s own budget (`max_signatures`, none for no budget of its own) and window
+    /// as `actor`, with its audit entry; every daemon hears of it.
+    pub async fn set_key_limits(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        max: Option<i64>,
+        usable_from: Option<OffsetDateTime>,
+        usable_until: Option<OffsetDateTime>,
+    ) -> Result<Receipt, SigningError> {
+        self.key(id).await?;
+        if max.is_some_and(|m| m < 0) {
+            return Err(SigningError::Invalid(
+                "max_signatures is not negative".into(),
+            ));
+        }
+        if let (Some(f), Some(u)) = (usable_from, usable_until)
+            && f >= u
+        {
+            return Err(SigningError::Invalid(
+                "usable_from must be before usable_until".into(),
+            ));
+        }
+        let params = serde_json::json!({
+            "max_signatures": max,
+            "usable_from": usable_from.map(|t| t.unix_timestamp()),
+            "usable_until": usable_until.map(|t| t.unix_timestamp()),
+        });
+        let rec = record(actor, "key.limits", format!("key:{id}"), &params, None);
+        let receipt = self
+            .inner
+            .audit
+            .append_with(
+                rec,
+                Box::new(move |tx| {
+                    Box::pin(async move {
+                        crate::store::rings::set_key_limits(tx, id, max, usable_from, usable_until)
+                            .await
+                    })
+                }),
+            )
+            .await
+            .map_err(audit_err)?;
+        self.limits_changed();
+        Ok(receipt)
+    }
+
+    /// Sets the budget of every key of `ring` that has none of its own, as `actor`.
+    pub async fn set_ring_limits(
+        &self,
+        actor: &Actor,
+        ring: &str,
+        key_max: Option<i64>,
+    ) -> Result<Receipt, SigningError> {
+        self.ring(ring).await?;
+        if key_max.is_some_and(|m| m < 0) {
+            return Err(SigningError::Invalid(
+                "key_max_signatures is not negative".into(),
+            ));
+        }
+        let params = serde_json::json!({ "key_max_signatures": key_max });
+        let rec = record(actor, "ring.limits", format!("ring:{ring}"), &params, None);
+        let name = ring.to_owned();
+        let receipt = self
+            .inner
+            .audit
+            .append_with(
+                rec,
+                Box::new(move |tx| {
+                    Box::pin(async move {
+                        crate::store::rings::set_ring_limits(tx, &name, key_max).await
+                    })
+                }),
+            )
+            .await
+            .map_err(audit_err)?;
+        self.limits_changed();
+        Ok(receipt)
+    }
+
+    /// The budget and window of ring key `id`.
+    pub async fn key_limits(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<crate::store::rings::KeyLimits>, SigningError> {
+        Ok(self.inner.store.key_limits(id).await?)
     }
 
     /// A ring key retired by another process (its notice): stop lending it here at once,

@@ -512,6 +512,13 @@ impl RingPool {
         self.doom(&[id])
     }
 
+    /// A key may not sign for now (its budget is used up, its window closed): doomed if held,
+    /// the requests waiting for it refused, but leased again later if it may sign again.
+    pub fn set_aside(&self, id: Uuid) -> Vec<(Uuid, i64)> {
+        self.fail_key_waiters(id);
+        self.doom(&[id])
+    }
+
     /// Removes doomed keys that are idle now.
     pub fn sweep_doomed(&self) -> Vec<(Uuid, i64)> {
         Self::sweep(&mut lock(&self.state))

@@ -267,14 +267,19 @@ pub async fn create_job(
     }
     let usable: i64 = tx
         .query_one(
-            "SELECT count(*) FROM keys WHERE ring = $1 AND state = 'active' AND retired_at IS NULL",
+            "SELECT count(*) FROM keys k JOIN rings r ON r.name = k.ring \
+             WHERE k.ring = $1 AND k.state = 'active' AND k.retired_at IS NULL \
+               AND coalesce(k.max_signatures, r.key_max_signatures) IS NULL \
+               AND k.usable_from IS NULL AND k.usable_until IS NULL",
             &[&ring],
         )
         .await?
         .try_get(0)?;
     if usable == 0 {
+        // Batch jobs do not count signature budgets yet, so they use only keys without one.
         return Err(StoreError::Conflict(format!(
-            "ring {ring} has no active key to sign with"
+            "ring {ring} has no active key without a signature budget or window to sign with \
+             (batch jobs use only such keys)"
         )));
     }
     tx.execute(

@@ -27,6 +27,8 @@ pub enum Notice {
     CertificateStatus(String),
     /// An account was deleted.
     AccountDeleted(String),
+    /// A key's or a ring's signature budget or window changed.
+    LimitsChanged,
 }
 
 impl Notice {
@@ -35,6 +37,7 @@ impl Notice {
             Notice::KeyRetired(id) => format!("key.retired {id}"),
             Notice::CertificateStatus(serial) => format!("cert.status {serial}"),
             Notice::AccountDeleted(name) => format!("account.deleted {name}"),
+            Notice::LimitsChanged => "limits.changed -".to_owned(),
         }
     }
 
@@ -45,6 +48,7 @@ impl Notice {
             "key.retired" => Uuid::parse_str(arg).ok().map(Notice::KeyRetired),
             "cert.status" => Some(Notice::CertificateStatus(arg.to_owned())),
             "account.deleted" => Some(Notice::AccountDeleted(arg.to_owned())),
+            "limits.changed" => Some(Notice::LimitsChanged),
             _ => None,
         }
     }
@@ -132,6 +136,7 @@ mod tests {
             Notice::KeyRetired(id),
             Notice::CertificateStatus("00ab".into()),
             Notice::AccountDeleted("alice".into()),
+            Notice::LimitsChanged,
         ] {
             assert_eq!(Notice::parse(&n.payload()), Some(n));
         }

@@ -119,6 +119,91 @@ pub async fn retire_key(tx: &Transaction<'_>, id: Uuid) -> Result<(), StoreError
     super::notify::send(tx, &super::notify::Notice::KeyRetired(id)).await
 }
 
+/// A ring key's signature budget and validity window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// The key's own budget, if it has one.
+    pub own_max: Option<i64>,
+    /// The budget of each key of its ring, if the ring has one.
+    pub ring_max: Option<i64>,
+    /// Signatures counted against the budget.
+    pub spent: i64,
+    /// Not before.
+    pub usable_from: Option<OffsetDateTime>,
+    /// Not from.
+    pub usable_until: Option<OffsetDateTime>,
+}
+
+impl KeyLimits {
+    /// The budget that applies: the key's own, else its ring's.
+    pub fn max(&self) -> Option<i64> {
+        self.own_max.or(self.ring_max)
+    }
+
+    /// Whether any limit applies.
+    pub fn any(&self) -> bool {
+        self.max().is_some() || self.usable_from.is_some() || self.usable_until.is_some()
+    }
+
+    /// Why the key may not make `n` more signatures now, if it may not.
+    pub fn refusal(&self, id: Uuid, n: i64, now: OffsetDateTime) -> Option<String> {
+        if let Some(from) = self.usable_from.filter(|f| now < *f) {
+            return Some(format!("key {id} may sign only from {from}"));
+        }
+        if let Some(until) = self.usable_until.filter(|u| now >= *u) {
+            return Some(format!("key {id} may sign only until {until}"));
+        }
+        match self.max() {
+            Some(max) if self.spent + n > max => Some(format!(
+                "key {id} has used {} of its budget of {max} signatures",
+                self.spent
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Sets a key's own budget and window (inside an audited transaction), announced to every
+/// daemon.
+pub async fn set_key_limits(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    max: Option<i64>,
+    usable_from: Option<OffsetDateTime>,
+    usable_until: Option<OffsetDateTime>,
+) -> Result<(), StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE keys SET max_signatures = $2, usable_from = $3, usable_until = $4 \
+             WHERE id = $1 AND ring IS NOT NULL",
+            &[&id, &max, &usable_from, &usable_until],
+        )
+        .await?;
+    if n != 1 {
+        return Err(StoreError::NotFound(format!("key {id}")));
+    }
+    super::notify::send(tx, &super::notify::Notice::LimitsChanged).await
+}
+
+/// Sets the budget of every key of a ring that has none of its own (inside an audited
+/// transaction), announced to every daemon.
+pub async fn set_ring_limits(
+    tx: &Transaction<'_>,
+    ring: &str,
+    key_max: Option<i64>,
+) -> Result<(), StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE rings SET key_max_signatures = $2 WHERE name = $1",
+            &[&ring, &key_max],
+        )
+        .await?;
+    if n != 1 {
+        return Err(StoreError::NotFound(format!("ring {ring}")));
+    }
+    super::notify::send(tx, &super::notify::Notice::LimitsChanged).await
+}
+
 impl Store {
     /// One ring.
     pub async fn ring(&self, name: &str) -> Result<Option<Ring>, StoreError> {
@@ -157,6 +242,75 @@ impl Store {
             )
             .await?;
         rows.iter().map(ring_key_from_row).collect()
+    }
+
+    /// The budget and window of ring key `id`.
+    pub async fn key_limits(&self, id: Uuid) -> Result<Option<KeyLimits>, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT k.max_signatures, r.key_max_signatures, k.signatures_spent, \
+                 k.usable_from, k.usable_until \
+                 FROM keys k JOIN rings r ON r.name = k.ring WHERE k.id = $1",
+                &[&id],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(KeyLimits {
+                own_max: r.try_get(0)?,
+                ring_max: r.try_get(1)?,
+                spent: r.try_get(2)?,
+                usable_from: r.try_get(3)?,
+                usable_until: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// How many keys of `ring` may sign now (active, budget left, inside their windows).
+    pub async fn signable_keys(&self, ring: &str) -> Result<i64, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_one(
+                "SELECT count(*) FROM keys k JOIN rings r ON r.name = k.ring \
+                 WHERE k.ring = $1 AND k.state = 'active' AND k.retired_at IS NULL \
+                   AND keys_may_sign(k, r.key_max_signatures)",
+                &[&ring],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Counts `n` signatures of key `id` against its budget, if the budget and the window
+    /// allow them, in the one statement that checks them (so that no number of daemons can
+    /// overrun it). `Ok(Err(why))` when they do not (nothing counted).
+    pub async fn spend_signatures(
+        &self,
+        id: Uuid,
+        n: i64,
+    ) -> Result<Result<(), String>, StoreError> {
+        let conn = self.pool.get().await?;
+        let stmt = conn
+            .prepare_cached(
+                "UPDATE keys k SET signatures_spent = k.signatures_spent + \
+                   CASE WHEN coalesce(k.max_signatures, r.key_max_signatures) IS NULL THEN 0 ELSE $2 END \
+                 FROM rings r WHERE k.id = $1 AND r.name = k.ring \
+                   AND (coalesce(k.max_signatures, r.key_max_signatures) IS NULL \
+                        OR k.signatures_spent + $2 <= coalesce(k.max_signatures, r.key_max_signatures)) \
+                   AND (k.usable_from IS NULL OR k.usable_from <= clock_timestamp()) \
+                   AND (k.usable_until IS NULL OR clock_timestamp() < k.usable_until)",
+            )
+            .await?;
+        if conn.execute(&stmt, &[&id, &n]).await? == 1 {
+            return Ok(Ok(()));
+        }
+        drop(conn);
+        let why = self
+            .key_limits(id)
+            .await?
+            .and_then(|l| l.refusal(id, n, OffsetDateTime::now_utc()))
+            .unwrap_or_else(|| format!("key {id} may not sign now"));
+        Ok(Err(why))
     }
 
     /// One ring key by id.
@@ -210,6 +364,28 @@ impl Store {
             .prepare_cached(&format!(
                 "SELECT {RING_KEY_COLUMNS} FROM keys \
                  WHERE id = (SELECT rings_lease_lru_key($1, $2, $3, $4))"
+            ))
+            .await?;
+        let row = conn
+            .query_opt(&stmt, &[&ring, &holder, &interval_secs(ttl), &exclude])
+            .await?;
+        row.as_ref().map(ring_key_from_row).transpose()
+    }
+
+    /// [`Store::lease_lru_key`] for batch jobs, which do not count budgets yet: only keys
+    /// without a budget or window.
+    pub async fn lease_lru_unlimited_key(
+        &self,
+        ring: &str,
+        holder: &str,
+        ttl: Duration,
+        exclude: &[Uuid],
+    ) -> Result<Option<RingKey>, StoreError> {
+        let conn = self.pool.get().await?;
+        let stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {RING_KEY_COLUMNS} FROM keys \
+                 WHERE id = (SELECT rings_lease_unlimited_key($1, $2, $3, $4))"
             ))
             .await?;
         let row = conn
