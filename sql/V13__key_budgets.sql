@@ -16,16 +16,19 @@ ALTER TABLE rings ADD COLUMN key_max_signatures bigint CHECK (key_max_signatures
 -- Whether key `k` (of a ring whose per-key budget is `p_ring_max`) may sign now: budget left
 -- and inside its window.
 CREATE FUNCTION keys_may_sign(k keys, p_ring_max bigint) RETURNS boolean
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql AS $$
     SELECT (coalesce(k.max_signatures, p_ring_max) IS NULL
             OR k.signatures_spent < coalesce(k.max_signatures, p_ring_max))
        AND (k.usable_from IS NULL OR k.usable_from <= clock_timestamp())
        AND (k.usable_until IS NULL OR clock_timestamp() < k.usable_until)
 $$;
 
--- Online signing leases only keys that may sign now.
-CREATE OR REPLACE FUNCTION rings_lease_lru_key(
-    p_ring text, p_holder text, p_ttl_secs double precision, p_exclude uuid[]
+-- Leases the least recently used idle key of `p_ring` as `rings_lease_lru_key` did (schema
+-- 8), among the keys that may sign now; with `p_unlimited_only`, only among keys without a
+-- budget or window (batch jobs do not count budgets yet).
+CREATE FUNCTION rings_lease_key(
+    p_ring text, p_holder text, p_ttl_secs double precision, p_exclude uuid[],
+    p_unlimited_only boolean
 ) RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
     v_key uuid;
@@ -35,6 +38,9 @@ BEGIN
           LEFT JOIN key_leases l ON l.key_id = k.id
          WHERE k.ring = p_ring AND k.state = 'active' AND k.retired_at IS NULL
            AND keys_may_sign(k, r.key_max_signatures)
+           AND NOT (p_unlimited_only AND (coalesce(k.max_signatures, r.key_max_signatures) IS NOT NULL
+                                          OR k.usable_from IS NOT NULL
+                                          OR k.usable_until IS NOT NULL))
            AND (l.key_id IS NULL OR l.expires_at < clock_timestamp())
            AND NOT (k.id = ANY (p_exclude))
          ORDER BY k.last_used_at NULLS FIRST, k.created_at, k.id
@@ -53,35 +59,18 @@ BEGIN
 END
 $$;
 
--- Batch jobs do not count budgets yet: they lease only keys without a budget or window.
+-- Online signing leases only keys that may sign now.
+CREATE OR REPLACE FUNCTION rings_lease_lru_key(
+    p_ring text, p_holder text, p_ttl_secs double precision, p_exclude uuid[]
+) RETURNS uuid LANGUAGE sql AS $$
+    SELECT rings_lease_key(p_ring, p_holder, p_ttl_secs, p_exclude, false)
+$$;
+
+-- Batch jobs lease only keys without a budget or window.
 CREATE FUNCTION rings_lease_unlimited_key(
     p_ring text, p_holder text, p_ttl_secs double precision, p_exclude uuid[]
-) RETURNS uuid LANGUAGE plpgsql AS $$
-DECLARE
-    v_key uuid;
-BEGIN
-    WITH candidate AS (
-        SELECT k.id FROM keys k JOIN rings r ON r.name = k.ring
-          LEFT JOIN key_leases l ON l.key_id = k.id
-         WHERE k.ring = p_ring AND k.state = 'active' AND k.retired_at IS NULL
-           AND coalesce(k.max_signatures, r.key_max_signatures) IS NULL
-           AND k.usable_from IS NULL AND k.usable_until IS NULL
-           AND (l.key_id IS NULL OR l.expires_at < clock_timestamp())
-           AND NOT (k.id = ANY (p_exclude))
-         ORDER BY k.last_used_at NULLS FIRST, k.created_at, k.id
-         LIMIT 1 FOR UPDATE OF k SKIP LOCKED),
-    leased AS (
-        INSERT INTO key_leases (key_id, holder, acquired_at, expires_at)
-        SELECT id, p_holder, clock_timestamp(),
-               clock_timestamp() + make_interval(secs => p_ttl_secs)
-          FROM candidate
-        ON CONFLICT (key_id) DO UPDATE SET holder = excluded.holder,
-            acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-         WHERE key_leases.expires_at < clock_timestamp()
-        RETURNING key_id)
-    SELECT key_id INTO v_key FROM leased;
-    RETURN v_key;
-END
+) RETURNS uuid LANGUAGE sql AS $$
+    SELECT rings_lease_key(p_ring, p_holder, p_ttl_secs, p_exclude, true)
 $$;
 
 CREATE OR REPLACE FUNCTION jobs_claim_batch(p_holder text, p_ttl_secs double precision, p_page integer)

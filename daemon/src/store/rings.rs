@@ -359,11 +359,23 @@ impl Store {
         ttl: Duration,
         exclude: &[Uuid],
     ) -> Result<Option<RingKey>, StoreError> {
+        self.lease_with("rings_lease_lru_key", ring, holder, ttl, exclude)
+            .await
+    }
+
+    async fn lease_with(
+        &self,
+        function: &'static str,
+        ring: &str,
+        holder: &str,
+        ttl: Duration,
+        exclude: &[Uuid],
+    ) -> Result<Option<RingKey>, StoreError> {
         let conn = self.pool.get().await?;
         let stmt = conn
             .prepare_cached(&format!(
                 "SELECT {RING_KEY_COLUMNS} FROM keys \
-                 WHERE id = (SELECT rings_lease_lru_key($1, $2, $3, $4))"
+                 WHERE id = (SELECT {function}($1, $2, $3, $4))"
             ))
             .await?;
         let row = conn
@@ -381,17 +393,8 @@ impl Store {
         ttl: Duration,
         exclude: &[Uuid],
     ) -> Result<Option<RingKey>, StoreError> {
-        let conn = self.pool.get().await?;
-        let stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {RING_KEY_COLUMNS} FROM keys \
-                 WHERE id = (SELECT rings_lease_unlimited_key($1, $2, $3, $4))"
-            ))
-            .await?;
-        let row = conn
-            .query_opt(&stmt, &[&ring, &holder, &interval_secs(ttl), &exclude])
-            .await?;
-        row.as_ref().map(ring_key_from_row).transpose()
+        self.lease_with("rings_lease_unlimited_key", ring, holder, ttl, exclude)
+            .await
     }
 
     /// Leases one given key (if idle) to `holder` for `ttl`.
