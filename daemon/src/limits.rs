@@ -84,9 +84,14 @@ impl RateLimits {
             .or(self.cfg.default.as_ref())
     }
 
-    /// Takes one request from the bucket of `actor`'s account. `Err(wait)`: over the limit,
-    /// try again after `wait`.
-    pub fn check(&self, actor: &Actor, roles: &[String]) -> Result<(), Duration> {
+    /// Takes one request from the bucket of `account` (whose certificate has `fingerprint`
+    /// and whose roles are `roles`). `Err(wait)`: over the limit, try again after `wait`.
+    pub fn check(
+        &self,
+        account: &str,
+        fingerprint: &str,
+        roles: &[String],
+    ) -> Result<(), Duration> {
         if !self.cfg.enabled {
             return Ok(());
         }
@@ -95,18 +100,21 @@ impl RateLimits {
                 .buckets
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match buckets.get(&actor.account) {
+            match buckets.get(account) {
                 Some(b) => b.clone(),
                 None => {
-                    let Some(quota) = self.rate_for(&actor.account, roles).and_then(quota) else {
+                    let Some(quota) = self.rate_for(account, roles).and_then(quota) else {
                         return Ok(());
                     };
                     let b = Arc::new(Bucket {
                         limiter: RateLimiter::direct(quota),
-                        actor: actor.clone(),
+                        actor: Actor {
+                            fingerprint: fingerprint.to_owned(),
+                            account: account.to_owned(),
+                        },
                         refused: AtomicU64::new(0),
                     });
-                    buckets.insert(actor.account.clone(), b.clone());
+                    buckets.insert(account.to_owned(), b.clone());
                     b
                 }
             }
@@ -117,7 +125,7 @@ impl RateLimits {
                 bucket.refused.fetch_add(1, Ordering::Relaxed);
                 self.metrics
                     .rate_limited
-                    .with_label_values(&[&actor.account])
+                    .with_label_values(&[account])
                     .inc();
                 Err(not_until.wait_time_from(self.clock.now()))
             }

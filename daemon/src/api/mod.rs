@@ -317,7 +317,10 @@ async fn identify(State(app): State<App>, mut request: Request, next: Next) -> R
             Err(e) => ApiError::from(e).into_response(),
         };
     }
-    if let Err(wait) = app.limits.check(&caller.actor(), &caller.roles) {
+    if let Err(wait) = app
+        .limits
+        .check(&caller.account, &caller.fingerprint, &caller.roles)
+    {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut response = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -264,6 +264,8 @@ struct Inner {
     metrics: Metrics,
     cfg: config::Ca,
     ca_cert: Certificate,
+    /// The CA certificate, DER (time-stamp tokens carry it).
+    ca_der: Vec<u8>,
     ca_signer: Arc<HsmSigner>,
     urls: IssuerUrls,
     /// One CRL signer per process at a time (the database lock covers other processes), so
@@ -346,6 +348,7 @@ impl CaService {
                 metrics,
                 cfg: config.ca.clone(),
                 ca_cert,
+                ca_der: ca_der.to_vec(),
                 ca_signer,
                 urls,
                 crl_gate: tokio::sync::Mutex::new(()),

@@ -1024,8 +1024,8 @@ impl Signing {
         })
     }
 
-    /// Retires a key: it no longer signs (at once in this process; in others within a third
-    /// of the lease time), and still verifies.
+    /// Retires a key: it no longer signs (at once in this process; in others when they hear
+    /// its notice, or at the latest within a third of the lease time), and still verifies.
     pub async fn retire_key(
         &self,
         actor: &Actor,

@@ -37,18 +37,18 @@ impl Notice {
             Notice::KeyRetired(id) => format!("key.retired {id}"),
             Notice::CertificateStatus(serial) => format!("cert.status {serial}"),
             Notice::AccountDeleted(name) => format!("account.deleted {name}"),
-            Notice::LimitsChanged => "limits.changed -".to_owned(),
+            Notice::LimitsChanged => "limits.changed".to_owned(),
         }
     }
 
     /// Reads a payload; `None` for one this version does not know (a newer daemon's).
     pub fn parse(payload: &str) -> Option<Notice> {
-        let (kind, arg) = payload.split_once(' ')?;
+        let (kind, arg) = payload.split_once(' ').unwrap_or((payload, ""));
         match kind {
             "key.retired" => Uuid::parse_str(arg).ok().map(Notice::KeyRetired),
-            "cert.status" => Some(Notice::CertificateStatus(arg.to_owned())),
-            "account.deleted" => Some(Notice::AccountDeleted(arg.to_owned())),
-            "limits.changed" => Some(Notice::LimitsChanged),
+            "cert.status" if !arg.is_empty() => Some(Notice::CertificateStatus(arg.to_owned())),
+            "account.deleted" if !arg.is_empty() => Some(Notice::AccountDeleted(arg.to_owned())),
+            "limits.changed" if arg.is_empty() => Some(Notice::LimitsChanged),
             _ => None,
         }
     }

@@ -203,9 +203,7 @@ impl CaService {
                 micros: 0,
             },
         };
-        let ca_der = der::Encode::to_der(&self.inner.ca_cert)
-            .map_err(|e| CaError::Cert(format!("the CA certificate: {e}")))?;
-        let chain: [&[u8]; 2] = [&current.cert_der, &ca_der];
+        let chain: [&[u8]; 2] = [&current.cert_der, &self.inner.ca_der];
         let pending = tsp::prepare_token(
             request,
             &stamp,
