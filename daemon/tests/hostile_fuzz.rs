@@ -1529,3 +1529,38 @@ fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// The OpenAPI document (`/openapi.json`) describes every route of the routers' source, each
+/// under the tag of the listener that serves it, and nothing the routers do not serve (but
+/// the document and its page, which utoipa-swagger-ui's router adds).
+#[test]
+fn the_openapi_document_covers_every_route() {
+    let doc = serde_json::to_value(signetd::api::openapi::document()).unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let listener = match op["tags"][0].as_str() {
+                Some("api") => Listener::Api,
+                Some("public") => Listener::Public,
+                Some("metrics") => Listener::Metrics,
+                other => panic!("{method} {path}: no listener tag ({other:?})"),
+            };
+            documented.insert((listener, method.to_uppercase(), path.clone()));
+        }
+    }
+    let routed: BTreeSet<_> = routes_in_source()
+        .into_iter()
+        // axum's catch-all `{*request}` is an ordinary path parameter in OpenAPI.
+        .map(|(l, m, p)| (l, m, p.replace("{*", "{")))
+        .collect();
+    let missing: Vec<_> = routed.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
+    let extra: Vec<_> = documented
+        .difference(&routed)
+        .filter(|(_, _, p)| p != "/openapi.json" && p != "/docs/")
+        .collect();
+    assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+}

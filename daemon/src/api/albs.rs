@@ -17,13 +17,14 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::formats::{self, Format, Hashing, Spec};
 use super::upload::{self, Event};
 use super::{ApiError, Caller, with_receipt};
 use crate::app::App;
+use crate::audit::Receipt;
 use crate::crypto::HashAlg;
 use crate::signing::{Resolved, Target, openpgp as pgp_ids};
 
@@ -40,13 +41,62 @@ pub(super) fn routes() -> Router<App> {
         .route("/ping", get(ping))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SignQuery {
+    /// The OpenPGP key id (16 hex digits) or fingerprint (40) of the key to sign with.
     keyid: Option<String>,
+    /// `detach-sign` (default) or `clear-sign`.
     sign_type: Option<String>,
+    /// `SHA256` (default), `SHA384` or `SHA512`.
     sign_algo: Option<String>,
 }
+
+/// A form of files for `/sign-batch`: one or more `files` parts.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // A schema only.
+struct FilesUpload {
+    /// The files.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    files: Vec<Vec<u8>>,
+}
+
+/// The signatures of a `/sign-batch` upload.
+#[derive(Serialize, utoipa::ToSchema)]
+struct BatchSigned {
+    results: Vec<FileSignature>,
+    /// Files signed.
+    total: usize,
+    /// Always `total` (a batch is all or nothing).
+    successful: usize,
+    receipt: Receipt,
+}
+
+/// One file's signature.
+#[derive(Serialize, utoipa::ToSchema)]
+struct FileSignature {
+    /// The uploaded file name (basename).
+    filename: Option<String>,
+    /// Always `true`.
+    success: bool,
+    /// The armored detached signature, or the cleartext-signed message.
+    signature: String,
+}
+
+/// The keys the caller may sign with.
+#[derive(Serialize, utoipa::ToSchema)]
+struct KeyIds {
+    /// OpenPGP key ids (16 hex digits), sorted.
+    keys: Vec<String>,
+    /// Whether some active keys are not listed (the caller may not sign with them).
+    restricted: bool,
+    /// Always `true`.
+    rpm_signing_available: bool,
+}
+
+const ALBS: &str = "albs-sign-file compatible (the endpoints of a gpg-based file-signing \
+                    service): the key named by `keyid` must be one the caller may sign with.";
 
 fn bad_query(e: &QueryRejection) -> ApiError {
     ApiError::bad_request(format!("bad query: {}", e.body_text()))
@@ -168,6 +218,28 @@ fn key_header(response: &mut Response, key: Uuid) {
 /// `POST /sign?keyid=…[&sign_type=detach-sign|clear-sign][&sign_algo=SHA256]` with a
 /// multipart `file`: the armored detached signature, or the cleartext-signed message, as
 /// text/plain.
+/// Signs one uploaded file with OpenPGP: the armored detached signature, or the cleartext-signed
+/// message, as text.
+#[utoipa::path(
+    post,
+    path = "/sign",
+    tag = "api",
+    operation_id = "albs_sign",
+    description = ALBS,
+    params(SignQuery),
+    request_body(content = super::openapi::FileUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The signature", content_type = "text/plain; charset=utf-8", body = String,
+         headers(
+                 ("signetd-key-id" = String, description = "The key that signed"))),
+        (status = 400, description = "A bad `keyid`, `sign_type`, `sign_algo` or form"),
+        (status = 403, description = "The caller may not sign with this key"),
+        (status = 404, description = "No such key"),
+        (status = 409, description = "The key is retired, or its budget is spent"),
+        (status = 413, description = "The upload is larger than allowed"),
+        (status = 415, description = "A content type the endpoint does not take"),
+    ),
+)]
 async fn sign(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -202,6 +274,27 @@ async fn sign(
 
 /// `POST /sign-batch?keyid=…` with several multipart `files`: every file signed with the key
 /// taken once, all or nothing, one audit entry for the batch.
+/// Signs several uploaded files with one key, all or nothing, with one audit entry.
+#[utoipa::path(
+    post,
+    path = "/sign-batch",
+    tag = "api",
+    operation_id = "albs_sign_batch",
+    description = ALBS,
+    params(SignQuery),
+    request_body(content = FilesUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Every file's signature", body = BatchSigned,
+         headers(
+                 ("signetd-key-id" = String, description = "The key that signed"))),
+        (status = 400, description = "No files, a bad `keyid`, `sign_type`, `sign_algo` or form"),
+        (status = 403, description = "The caller may not sign with this key"),
+        (status = 404, description = "No such key"),
+        (status = 409, description = "The key is retired, or its budget is spent"),
+        (status = 413, description = "The upload is larger than allowed"),
+        (status = 415, description = "A content type the endpoint does not take"),
+    ),
+)]
 async fn sign_batch(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -258,32 +351,59 @@ async fn sign_batch(
     .await?;
     let mut results = Vec::with_capacity(made.artefacts.len());
     for a in &made.artefacts {
-        results.push(serde_json::json!({
-            "filename": a.name,
-            "success": true,
-            "signature": text_of(a)?,
-        }));
+        results.push(FileSignature {
+            filename: a.name.clone(),
+            success: true,
+            signature: text_of(a)?,
+        });
     }
     let total = results.len();
-    let body = serde_json::json!({
-        "results": results,
-        "total": total,
-        "successful": total,
-        "receipt": super::sign::receipt_json(&receipt),
-    });
+    let body = BatchSigned {
+        results,
+        total,
+        successful: total,
+        receipt: receipt.clone(),
+    };
     let mut response = Json(body).into_response();
     key_header(&mut response, made.key_id);
     Ok(with_receipt(response, &receipt))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RpmQuery {
+    /// The OpenPGP key id (16 hex digits) or fingerprint (40) of the key to sign with.
     keyid: Option<String>,
 }
 
 /// `POST /sign-rpm?keyid=…` with a multipart `file` (or the package as the body): the signed
 /// package, `application/x-rpm`, named by the upload's basename.
+#[utoipa::path(
+    post,
+    path = "/sign-rpm",
+    tag = "api",
+    operation_id = "albs_sign_rpm",
+    description = ALBS,
+    params(RpmQuery),
+    request_body(
+        description = "The package as a `file` part, or as the body",
+        content(
+            (super::openapi::FileUpload = "multipart/form-data"),
+            (super::openapi::Binary = "application/x-rpm"),
+            (super::openapi::Binary = "application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "The signed package, named by the upload's basename", content_type = "application/x-rpm", body = super::openapi::Binary),
+        (status = 400, description = "Not an RPM package this daemon can sign, or a bad `keyid`"),
+        (status = 403, description = "The caller may not sign with this key"),
+        (status = 404, description = "No such key"),
+        (status = 409, description = "The key is retired, or its budget is spent"),
+        (status = 413, description = "The package is larger than allowed"),
+        (status = 415, description = "A content type the endpoint does not take"),
+    ),
+)]
 async fn sign_rpm(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -307,6 +427,14 @@ async fn sign_rpm(
 }
 
 /// `GET /keys`: the OpenPGP key ids of the active keys the caller may sign with.
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "api",
+    operation_id = "albs_keys",
+    description = ALBS,
+    responses((status = 200, description = "The key ids", body = KeyIds)),
+)]
 async fn keys(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -332,15 +460,23 @@ async fn keys(
             "ok",
         ))
         .await?;
-    let body = serde_json::json!({
-        "keys": mine,
-        "restricted": restricted,
-        "rpm_signing_available": true,
-    });
+    let body = KeyIds {
+        keys: mine,
+        restricted,
+        rpm_signing_available: true,
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }
 
 /// `GET /ping`: `"pong"`.
+#[utoipa::path(
+    get,
+    path = "/ping",
+    tag = "api",
+    operation_id = "albs_ping",
+    description = ALBS,
+    responses((status = 200, description = "`\"pong\"`", body = String, content_type = "application/json", example = json!("pong"))),
+)]
 async fn ping(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,

@@ -46,13 +46,30 @@ impl From<AuditError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// The newest signed checkpoint.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct CheckpointBody {
+    /// The tree size it commits to.
     size: u64,
+    /// The RFC 6962 root of the first `size` entries, hex.
     root: String,
+    /// The checkpoint as a C2SP signed note (text), verifiable with the log's `vkey`.
     note: String,
 }
 
+const AUDITOR: &str = "Needs the `auditor` role. Allowed reads are not logged; denied ones are.";
+
+/// The newest signed checkpoint of the audit log.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoint",
+    tag = "api",
+    description = AUDITOR,
+    responses(
+        (status = 200, description = "The newest checkpoint", body = CheckpointBody),
+        (status = 404, description = "No checkpoint has been signed yet"),
+    ),
+)]
 pub(super) async fn checkpoint(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -70,20 +87,25 @@ pub(super) async fn checkpoint(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EntriesQuery {
+    /// The first sequence number (default 0).
     from: Option<u64>,
+    /// Most entries to return (default 100; at most 1,000).
     limit: Option<u64>,
-    /// Seconds to wait for the first entry at or after `from` (follow mode).
+    /// Seconds to wait for the first entry at or after `from` (follow mode); at most the
+    /// configured `audit.max_wait_secs` (default 60).
     wait: Option<u64>,
 }
 
 /// One entry as served: its fields, the canonical leaf (base64) and the leaf hash.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct EntryBody {
     seq: u64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     time: OffsetDateTime,
     actor_fingerprint: String,
     actor_account: String,
@@ -96,13 +118,26 @@ pub(super) struct EntryBody {
     leaf_hash: String,
 }
 
-#[derive(Serialize)]
+/// A page of entries.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct EntriesBody {
     entries: Vec<EntryBody>,
     /// The next `from` to ask for.
     next: u64,
 }
 
+/// Entries of the audit log from `from` on; with `wait`, a long poll for the next one.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/entries",
+    tag = "api",
+    description = AUDITOR,
+    params(EntriesQuery),
+    responses(
+        (status = 200, description = "The entries (possibly none) and the next `from`", body = EntriesBody),
+        (status = 400, description = "A bad query, or `from` past any sequence number the log can hold"),
+    ),
+)]
 pub(super) async fn entries(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -140,13 +175,29 @@ pub(super) async fn entries(
     Ok(Json(EntriesBody { entries, next }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct InclusionQuery {
+    /// The entry's sequence number.
     seq: u64,
+    /// The tree size to prove against (default: the newest checkpoint's).
     size: Option<u64>,
 }
 
+/// An RFC 6962 inclusion proof of entry `seq` in the tree of `size`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proof/inclusion",
+    tag = "api",
+    description = AUDITOR,
+    params(InclusionQuery),
+    responses(
+        (status = 200, description = "The proof", body = crate::audit::InclusionProof),
+        (status = 400, description = "`seq` or `size` out of range"),
+        (status = 404, description = "No checkpoint has been signed yet"),
+    ),
+)]
 pub(super) async fn inclusion(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -157,13 +208,28 @@ pub(super) async fn inclusion(
     Ok(Json(app.audit.inclusion_proof(q.seq, q.size).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ConsistencyQuery {
+    /// The older tree size.
     from: u64,
+    /// The newer tree size.
     to: u64,
 }
 
+/// An RFC 6962 consistency proof between the trees of sizes `from` and `to`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proof/consistency",
+    tag = "api",
+    description = AUDITOR,
+    params(ConsistencyQuery),
+    responses(
+        (status = 200, description = "The proof", body = crate::audit::ConsistencyProof),
+        (status = 400, description = "The sizes are out of range"),
+    ),
+)]
 pub(super) async fn consistency(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -174,7 +240,9 @@ pub(super) async fn consistency(
     Ok(Json(app.audit.consistency_proof(q.from, q.to).await?))
 }
 
-#[derive(Serialize)]
+/// The checkpoint signing key.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuditKey)]
 pub(super) struct KeyBody {
     name: String,
     algorithm: &'static str,
@@ -184,6 +252,14 @@ pub(super) struct KeyBody {
     vkey: String,
 }
 
+/// The public key that signs the log's checkpoints (Ed25519).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/key",
+    tag = "api",
+    description = AUDITOR,
+    responses((status = 200, description = "The checkpoint key", body = KeyBody)),
+)]
 pub(super) async fn key(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,

@@ -22,7 +22,7 @@ use base64::Engine as _;
 use sha2::Digest as _;
 use uuid::Uuid;
 
-use super::sign::{Hasher, receipt_json};
+use super::sign::Hasher;
 use super::upload::{self, Event, Shape};
 use super::{ApiError, Caller, with_receipt};
 use crate::app::App;
@@ -33,6 +33,7 @@ use crate::formats::openpgp::{self, DetachedInput, OpenPgpError, PendingCleartex
 use crate::formats::tsp::ID_AA_SIGNATURE_TIME_STAMP_TOKEN;
 use crate::hsm::KeyAlgorithm;
 use crate::signing::{self, Resolved};
+use serde::Serialize;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -673,50 +674,53 @@ pub(super) fn answer(
             r
         }
         _ => {
-            let mut signatures = serde_json::Map::new();
+            let mut signatures = FormatSignatures::default();
             for f in &spec.formats {
-                let v = match f {
-                    Format::Raw => serde_json::json!({
-                        "scheme": spec.raw.map(|(s, _)| s.name()),
-                        "encoding": spec.raw.and_then(|(_, e)| e).map(EcdsaEncoding::as_str),
-                        "signature": a.raw.as_ref().map(|r| B64.encode(r)),
-                    }),
+                match f {
+                    Format::Raw => {
+                        signatures.raw = Some(RawPart {
+                            scheme: spec.raw.map(|(s, _)| s.name()),
+                            encoding: spec.raw.and_then(|(_, e)| e).map(EcdsaEncoding::as_str),
+                            signature: a.raw.as_ref().map(|r| B64.encode(r)),
+                        });
+                    }
                     Format::OpenPgp => {
                         let sig = a.openpgp.as_ref().ok_or_else(ApiError::internal)?;
-                        serde_json::json!({
-                            "hash": spec.openpgp_hash.to_string(),
-                            "mode": if spec.openpgp_text { "text" } else { "binary" },
-                            "armored": sig.armored(),
-                            "signature": B64.encode(sig.to_bytes()),
-                        })
+                        signatures.openpgp = Some(OpenPgpPart {
+                            hash: spec.openpgp_hash.to_string(),
+                            mode: if spec.openpgp_text { "text" } else { "binary" },
+                            armored: sig.armored().to_owned(),
+                            signature: B64.encode(sig.to_bytes()),
+                        });
                     }
-                    Format::Cleartext => serde_json::json!({
-                        "hash": spec.openpgp_hash.to_string(),
-                        "message": a.cleartext,
-                    }),
+                    Format::Cleartext => {
+                        signatures.cleartext = Some(CleartextPart {
+                            hash: spec.openpgp_hash.to_string(),
+                            message: a.cleartext.clone(),
+                        });
+                    }
                     Format::Cms => {
                         let (der, pem) = a.cms.as_ref().ok_or_else(ApiError::internal)?;
-                        serde_json::json!({
-                            "hash": spec.cms_hash.to_string(),
-                            "signature": B64.encode(der),
-                            "pem": pem,
-                            "timestamp_serial": a.cms_timestamp,
-                        })
+                        signatures.cms = Some(CmsPart {
+                            hash: spec.cms_hash.to_string(),
+                            signature: B64.encode(der),
+                            pem: pem.clone(),
+                            timestamp_serial: a.cms_timestamp,
+                        });
                     }
-                };
-                signatures.insert(f.name().into(), v);
+                }
             }
-            let body = serde_json::json!({
-                "key_id": made.key_id,
-                "ring": target.ring(),
-                "algorithm": target.algorithm().as_str(),
-                "openpgp_fingerprint": made.openpgp_fingerprint,
-                "bytes": a.bytes,
-                "sha256": hex::encode(a.sha256),
-                "formats": spec.formats.iter().map(|f| f.name()).collect::<Vec<_>>(),
-                "signatures": signatures,
-                "receipt": receipt_json(receipt),
-            });
+            let body = FormatsAnswer {
+                key_id: made.key_id,
+                ring: target.ring().to_owned(),
+                algorithm: target.algorithm().as_str(),
+                openpgp_fingerprint: made.openpgp_fingerprint.clone(),
+                bytes: a.bytes,
+                sha256: hex::encode(a.sha256),
+                formats: spec.formats.iter().map(|f| f.name()).collect(),
+                signatures,
+                receipt: receipt.clone(),
+            };
             Json(body).into_response()
         }
     };
@@ -730,6 +734,80 @@ pub(super) fn answer(
         h.insert("openpgp-fingerprint", v);
     }
     Ok(with_receipt(response, receipt))
+}
+
+/// Several formats of one upload, in one JSON answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct FormatsAnswer {
+    /// The key that signed every format.
+    key_id: Uuid,
+    ring: String,
+    algorithm: &'static str,
+    /// The OpenPGP v4 fingerprint of the key, when an OpenPGP format was asked for.
+    openpgp_fingerprint: Option<String>,
+    /// Bytes received.
+    bytes: u64,
+    /// SHA-256 of the bytes received, hex.
+    sha256: String,
+    /// The formats asked for, in order.
+    formats: Vec<&'static str>,
+    signatures: FormatSignatures,
+    receipt: Receipt,
+}
+
+/// One member per format asked for.
+#[derive(Default, Serialize, utoipa::ToSchema)]
+struct FormatSignatures {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<RawPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    openpgp: Option<OpenPgpPart>,
+    #[serde(rename = "openpgp-cleartext", skip_serializing_if = "Option::is_none")]
+    #[schema(rename = "openpgp-cleartext")]
+    cleartext: Option<CleartextPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cms: Option<CmsPart>,
+}
+
+/// A raw signature among several formats.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RawPart {
+    scheme: Option<&'static str>,
+    /// ECDSA: `der` or `raw`.
+    encoding: Option<&'static str>,
+    /// Base64.
+    signature: Option<String>,
+}
+
+/// A detached OpenPGP signature.
+#[derive(Serialize, utoipa::ToSchema)]
+struct OpenPgpPart {
+    hash: String,
+    /// `binary` (signature type 0x00) or `text` (0x01).
+    mode: &'static str,
+    /// ASCII-armored.
+    armored: String,
+    /// The binary packets, base64.
+    signature: String,
+}
+
+/// A cleartext-signed message.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CleartextPart {
+    hash: String,
+    message: Option<String>,
+}
+
+/// A CMS SignedData (detached).
+#[derive(Serialize, utoipa::ToSchema)]
+struct CmsPart {
+    hash: String,
+    /// DER, base64.
+    signature: String,
+    /// PEM.
+    pem: String,
+    /// The serial of the signature time-stamp token, when `timestamp=true`.
+    timestamp_serial: Option<i64>,
 }
 
 /// Appends the one audit entry of a format request.

@@ -16,14 +16,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json};
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::input;
+use super::pki::WithReceipt;
 use super::{ApiError, Caller, with_receipt};
 use crate::app::App;
 use crate::audit::Receipt;
-use crate::jobs::JobsError;
+use crate::jobs::{JobView, JobsError};
 
 /// The routes of this part of the API (merged into the mTLS API router).
 pub(super) fn routes() -> Router<App> {
@@ -91,10 +92,6 @@ fn roles(names: &[&str]) -> Vec<String> {
     names.iter().map(|r| (*r).to_owned()).collect()
 }
 
-fn receipt_json(r: &Receipt) -> serde_json::Value {
-    serde_json::json!({ "seq": r.seq, "leaf_hash": r.leaf_hash })
-}
-
 fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     p.map(|Path(v)| v)
         .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
@@ -143,20 +140,24 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
 // POST /v1/records
 
 /// One record: `data` (base64) or `text` (UTF-8), exactly one.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RecordItem {
+    /// The record's bytes, base64.
     data: Option<String>,
+    /// The record as text.
     text: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Records to store for the next job.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RecordsBody {
     records: Vec<RecordItem>,
 }
 
-#[derive(Deserialize)]
+/// `{"records": [...]}` or `[...]`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum JsonRecords {
     Object(RecordsBody),
@@ -220,6 +221,24 @@ fn parse_records(content_type: &str, raw: &[u8]) -> Result<Vec<Vec<u8>>, ApiErro
         .collect()
 }
 
+/// Stores records (all or none) for the next job to sign. Needs `admin` or `records`; audited.
+#[utoipa::path(
+    post,
+    path = "/v1/records",
+    tag = "api",
+    request_body(
+        description = "JSON (`{\"records\": [...]}` or `[...]`), or NDJSON: one record object per line",
+        content(
+            (JsonRecords = "application/json"),
+            (String = "application/x-ndjson"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "The records' ids, in order", body = Ingested),
+        (status = 400, description = "A malformed record; nothing was stored"),
+        (status = 413, description = "Too many records or bytes"),
+    ),
+)]
 async fn ingest(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -243,27 +262,49 @@ async fn ingest(
         .unwrap_or_default();
     let records = parse_records(&content_type, &raw)?;
     let (ids, receipt) = app.jobs.ingest(&caller.actor(), records).await?;
-    let body = serde_json::json!({
-        "count": ids.len(),
-        "ids": ids,
-        "receipt": receipt_json(&receipt),
-    });
+    let body = Ingested {
+        count: ids.len(),
+        ids,
+        receipt: receipt.clone(),
+    };
     Ok(with_receipt(
         (StatusCode::CREATED, Json(body)).into_response(),
         &receipt,
     ))
 }
 
+/// Stored records.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Ingested {
+    count: usize,
+    ids: Vec<i64>,
+    receipt: Receipt,
+}
+
 // ---------------------------------------------------------------------------------------------
 // GET /v1/records/{id}/proof
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ProofQuery {
     /// Prove inclusion in the audit tree of this size (e.g. a checkpoint's), default: now.
     size: Option<u64>,
 }
 
+/// The proof that a record's signature is in its batch's tree, whose root is in the audit log.
+/// Needs `admin` or `auditor`.
+#[utoipa::path(
+    get,
+    path = "/v1/records/{id}/proof",
+    tag = "api",
+    params(("id" = i64, Path, description = "The record's id"), ProofQuery),
+    responses(
+        (status = 200, description = "The proof", body = crate::jobs::RecordProof),
+        (status = 400, description = "Not a record id, or a bad `size`"),
+        (status = 404, description = "No such record, or not signed yet"),
+    ),
+)]
 async fn proof(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -287,13 +328,45 @@ async fn proof(
 // ---------------------------------------------------------------------------------------------
 // /v1/jobs
 
-#[derive(Deserialize)]
+/// A job: sign every record stored and not yet signed with the keys of `ring`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateJob {
     ring: String,
+    /// Records per batch (one audit entry and one Merkle root each).
+    #[schema(minimum = 1, example = 1000)]
     batch_size: i64,
 }
 
+fn job_answer(job: JobView, receipt: &Receipt) -> WithReceipt<JobView> {
+    WithReceipt {
+        inner: job,
+        receipt: receipt.clone(),
+    }
+}
+
+/// Jobs.
+#[derive(Serialize, utoipa::ToSchema)]
+struct JobList {
+    jobs: Vec<JobView>,
+    receipt: Receipt,
+}
+
+/// Starts a job (one runs at a time). Needs `admin` or `signer:<ring>`; audited.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "api",
+    operation_id = "create_job",
+    request_body = CreateJob,
+    responses(
+        (status = 201, description = "The job", body = WithReceipt<JobView>),
+        (status = 400, description = "A bad batch size or body"),
+        (status = 404, description = "No such ring"),
+        (status = 409, description = "A job is running, there is nothing to sign, or no key of the ring may sign"),
+        (status = 413, description = "The body is larger than allowed"),
+    ),
+)]
 async fn create(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -315,14 +388,24 @@ async fn create(
         .jobs
         .create(&caller.actor(), &req.ring, req.batch_size)
         .await?;
-    let mut body = serde_json::to_value(&job).map_err(|_| ApiError::internal())?;
-    body["receipt"] = receipt_json(&receipt);
     Ok(with_receipt(
-        (StatusCode::CREATED, Json(body)).into_response(),
+        (StatusCode::CREATED, Json(job_answer(job, &receipt))).into_response(),
         &receipt,
     ))
 }
 
+/// A job's settings and progress. Needs `admin`, `auditor` or `signer:<ring>`; audited.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "api",
+    operation_id = "get_job",
+    params(("id" = String, Path, description = "The job's id (UUID)")),
+    responses(
+        (status = 200, description = "The job", body = WithReceipt<JobView>),
+        (status = 404, description = "No such job"),
+    ),
+)]
 async fn read(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -337,17 +420,32 @@ async fn read(
         .audit
         .append(caller.record("jobs.get", subject, &serde_json::json!({}), None, "ok"))
         .await?;
-    let mut body = serde_json::to_value(&job).map_err(|_| ApiError::internal())?;
-    body["receipt"] = receipt_json(&receipt);
-    Ok(with_receipt(Json(body).into_response(), &receipt))
+    Ok(with_receipt(
+        Json(job_answer(job, &receipt)).into_response(),
+        &receipt,
+    ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Most jobs, newest first (default 100).
     limit: Option<i64>,
 }
 
+/// The jobs the caller may read, newest first. Audited.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "api",
+    operation_id = "list_jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The jobs", body = JobList),
+        (status = 400, description = "A bad `limit`"),
+    ),
+)]
 async fn list(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -381,10 +479,27 @@ async fn list(
             "ok",
         ))
         .await?;
-    let body = serde_json::json!({ "jobs": visible, "receipt": receipt_json(&receipt) });
+    let body = JobList {
+        jobs: visible,
+        receipt: receipt.clone(),
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }
 
+/// Cancels a running job: batches in flight are not committed. Needs `admin` or
+/// `signer:<ring>`; audited.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "api",
+    operation_id = "cancel_job",
+    params(("id" = String, Path, description = "The job's id (UUID)")),
+    responses(
+        (status = 200, description = "The cancelled job", body = WithReceipt<JobView>),
+        (status = 404, description = "No such job"),
+        (status = 409, description = "The job is not running"),
+    ),
+)]
 async fn cancel(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -395,9 +510,10 @@ async fn cancel(
     let who = roles(&["admin", &format!("signer:{}", job.ring)]);
     require_any(&app, &caller, &who, "jobs.cancel", &format!("job:{id}")).await?;
     let (job, receipt) = app.jobs.cancel(&caller.actor(), id).await?;
-    let mut body = serde_json::to_value(&job).map_err(|_| ApiError::internal())?;
-    body["receipt"] = receipt_json(&receipt);
-    Ok(with_receipt(Json(body).into_response(), &receipt))
+    Ok(with_receipt(
+        Json(job_answer(job, &receipt)).into_response(),
+        &receipt,
+    ))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod formats;
 pub mod input;
 mod jobs;
 mod limits;
+pub mod openapi;
 mod pki;
 mod problem;
 mod rpm;
@@ -45,7 +46,7 @@ pub struct PeerCertificate {
 }
 
 /// The authenticated caller of an API request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Caller {
     /// Account name.
     pub account: String,
@@ -59,6 +60,7 @@ pub struct Caller {
     pub roles: Vec<String>,
     /// Certificate expiry.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub not_after: OffsetDateTime,
 }
 
@@ -107,6 +109,7 @@ pub fn public_router(app: App) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(pki::OCSP_MAX_BODY)),
         )
         .route("/ocsp/{*request}", get(pki::ocsp_get))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(refuse_bad_public_input))
@@ -417,6 +420,13 @@ pub(crate) fn with_receipt(mut response: Response, receipt: &Receipt) -> Respons
     response
 }
 
+/// The caller: account, roles and the client certificate of this request. Audited.
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "api",
+    responses((status = 200, description = "The authenticated caller", body = Caller)),
+)]
 async fn whoami(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -445,17 +455,46 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "public",
+    responses((status = 200, description = "The daemon is alive", body = Health)),
+)]
 async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+    Json(serde_json::json!(Health { status: "ok" }))
 }
 
-#[derive(Serialize)]
-struct Readiness {
+/// Liveness.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
     status: &'static str,
+}
+
+/// Readiness: the database and every token.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Readiness {
+    /// `ready`.
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// `ok`, `unavailable` or `timeout`.
     database: String,
+    /// Each token's state: `ok`, `unavailable` or `timeout`.
     tokens: std::collections::BTreeMap<String, String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "public",
+    responses(
+        (status = 200, description = "The database answers and every token is present and logged in", body = Readiness),
+        (status = 503, description = "Not ready: a problem whose extension members `readiness`, `database` and `tokens` say what is down"),
+    ),
+)]
 /// Ready when the database answers and every token is present and logged in. Checks run now,
 /// with a timeout, so a restarted database or token shows up at once.
 async fn readyz(State(app): State<App>) -> Response {
@@ -528,6 +567,14 @@ async fn readyz(State(app): State<App>) -> Response {
     response
 }
 
+/// The CA certificate (PEM): the trust anchor of the API's server certificate and of every
+/// client certificate.
+#[utoipa::path(
+    get,
+    path = "/ca.pem",
+    tag = "public",
+    responses((status = 200, description = "The CA certificate", content_type = "application/x-pem-file", body = String)),
+)]
 async fn ca_pem(State(app): State<App>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
@@ -536,6 +583,13 @@ async fn ca_pem(State(app): State<App>) -> Response {
         .into_response()
 }
 
+/// The CA certificate (DER).
+#[utoipa::path(
+    get,
+    path = "/ca.der",
+    tag = "public",
+    responses((status = 200, description = "The CA certificate", content_type = "application/pkix-cert", body = openapi::Binary)),
+)]
 async fn ca_der(State(app): State<App>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/pkix-cert")],
@@ -544,6 +598,13 @@ async fn ca_der(State(app): State<App>) -> Response {
         .into_response()
 }
 
+/// The Prometheus metrics (text exposition format 0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    responses((status = 200, description = "Every metric of the daemon", content_type = "text/plain; version=0.0.4", body = String)),
+)]
 async fn metrics(State(app): State<App>) -> Response {
     let pool = app.store.pool_status();
     app.metrics.db_pool_size.set(pool.size as i64);

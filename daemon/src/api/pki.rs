@@ -204,13 +204,17 @@ fn serial_or_400(serial: &str) -> Result<String, ApiError> {
 // Bodies.
 
 /// An account as shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Account)]
 struct AccountBody {
     name: String,
+    /// `admin`, `cert-manager`, `auditor`, `timestamper`, `signer:<ring>`.
     roles: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     deleted_at: Option<OffsetDateTime>,
 }
 
@@ -226,21 +230,31 @@ impl From<AccountRow> for AccountBody {
 }
 
 /// A certificate as shown; `certificate_pem` only for a single certificate.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Certificate)]
 struct CertBody {
+    /// Hex.
     serial: String,
+    /// The account of a client certificate.
     account: Option<String>,
+    /// The token key of a document-signer or TSA certificate.
     key_id: Option<Uuid>,
+    /// `mtls-client`, `tls-server`, `document-signer`, ...
     profile: String,
     subject: String,
+    /// SHA-256 of the DER, hex.
     fingerprint: String,
+    /// `active`, `held` or `revoked`.
     status: String,
     revocation_reason: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     status_changed_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     not_before: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     not_after: OffsetDateTime,
     #[serde(skip_serializing_if = "Option::is_none")]
     certificate_pem: Option<String>,
@@ -268,11 +282,11 @@ fn pem(der: &[u8]) -> String {
 }
 
 /// A body with the receipt of the change it reports.
-#[derive(Debug, Serialize)]
-struct WithReceipt<T> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct WithReceipt<T> {
     #[serde(flatten)]
-    inner: T,
-    receipt: Receipt,
+    pub(super) inner: T,
+    pub(super) receipt: Receipt,
 }
 
 fn receipted<T: Serialize>(status: StatusCode, inner: T, receipt: Receipt) -> Response {
@@ -288,7 +302,7 @@ fn receipted<T: Serialize>(status: StatusCode, inner: T, receipt: Receipt) -> Re
 }
 
 /// How to return a certificate: `json` (default, with its PEM), `pem` or `der`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Format {
     #[default]
@@ -331,14 +345,59 @@ fn certificate_response(
 // ---------------------------------------------------------------------------------------------
 // Accounts.
 
-#[derive(Debug, Deserialize)]
+/// A new account.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAccount {
+    #[schema(example = "release-bot")]
     name: String,
+    /// `admin`, `cert-manager`, `auditor`, `timestamper`, `signer:<ring>`.
     #[serde(default)]
+    #[schema(example = json!(["signer:payments"]))]
     roles: Vec<String>,
 }
 
+/// A deleted account.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct DeletedAccount {
+    name: String,
+    /// Always `true`.
+    deleted: bool,
+    /// Serials of its certificates revoked with it.
+    revoked: Vec<String>,
+}
+
+/// Accounts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct AccountList {
+    accounts: Vec<AccountBody>,
+}
+
+/// An account's certificates.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CertificateList {
+    account: String,
+    certificates: Vec<CertBody>,
+}
+
+const MANAGERS: &str = "Needs `admin` or `cert-manager` (a cert-manager manages only accounts \
+                        whose roles are all `signer:<ring>`). Audited.";
+
+/// Creates an account.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "api",
+    description = MANAGERS,
+    request_body = CreateAccount,
+    responses(
+        (status = 201, description = "The new account", body = WithReceipt<AccountBody>),
+        (status = 400, description = "A bad name, role or body"),
+        (status = 409, description = "The account exists"),
+        (status = 413, description = "The body is larger than allowed"),
+        (status = 415, description = "Not JSON"),
+    ),
+)]
 async fn create_account(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -381,13 +440,23 @@ async fn create_account(
     ))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListAccounts {
+    /// Include deleted accounts.
     #[serde(default)]
     deleted: bool,
 }
 
+/// The accounts. Needs `admin`, `cert-manager` or `auditor`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts",
+    tag = "api",
+    params(ListAccounts),
+    responses((status = 200, description = "The accounts", body = AccountList)),
+)]
 async fn list_accounts(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -411,9 +480,20 @@ async fn list_accounts(
         .into_iter()
         .map(AccountBody::from)
         .collect();
-    Ok(Json(serde_json::json!({ "accounts": accounts })).into_response())
+    Ok(Json(AccountList { accounts }).into_response())
 }
 
+/// One account: one's own, or any with `admin`, `cert-manager` or `auditor`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{name}",
+    tag = "api",
+    params(("name" = String, Path, description = "The account's name")),
+    responses(
+        (status = 200, description = "The account", body = AccountBody),
+        (status = 404, description = "No such account"),
+    ),
+)]
 async fn get_account(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -433,6 +513,19 @@ async fn get_account(
     Ok(Json(AccountBody::from(account)).into_response())
 }
 
+/// Deletes an account and revokes its certificates; every daemon refuses them at once.
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/{name}",
+    tag = "api",
+    description = MANAGERS,
+    params(("name" = String, Path, description = "The account's name")),
+    responses(
+        (status = 200, description = "Deleted", body = WithReceipt<DeletedAccount>),
+        (status = 404, description = "No such account"),
+        (status = 409, description = "The caller's own account, or deleted already"),
+    ),
+)]
 async fn delete_account(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -468,7 +561,11 @@ async fn delete_account(
     let (revoked, receipt) = app.ca.delete_account(&caller.actor(), &account).await?;
     Ok(receipted(
         StatusCode::OK,
-        serde_json::json!({ "name": account.name, "deleted": true, "revoked": revoked }),
+        DeletedAccount {
+            name: account.name,
+            deleted: true,
+            revoked,
+        },
         receipt,
     ))
 }
@@ -476,6 +573,17 @@ async fn delete_account(
 // ---------------------------------------------------------------------------------------------
 // Certificates.
 
+/// An account's certificates: one's own, or any with `admin`, `cert-manager` or `auditor`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{name}/certificates",
+    tag = "api",
+    params(("name" = String, Path, description = "The account's name")),
+    responses(
+        (status = 200, description = "The certificates", body = CertificateList),
+        (status = 404, description = "No such account"),
+    ),
+)]
 async fn list_certificates(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -500,34 +608,74 @@ async fn list_certificates(
         .iter()
         .map(|c| cert_body(c, false))
         .collect();
-    Ok(Json(serde_json::json!({ "account": name, "certificates": certs })).into_response())
+    Ok(Json(CertificateList {
+        account: name,
+        certificates: certs,
+    })
+    .into_response())
 }
 
 /// The JSON form of an issuance request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IssueBody {
+    /// `mtls-client`, `tls-server` or `document-signer`.
+    #[schema(example = "mtls-client")]
     profile: String,
     /// The PKCS#10 request, PEM.
     csr: String,
     validity_days: Option<u32>,
+    /// tls-server: DNS names and IP addresses.
     #[serde(default)]
     names: Vec<String>,
 }
 
 /// Query of an issuance request: the options when the body is the CSR itself
 /// (`application/pkcs10`), and the answer's format either way.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct IssueQuery {
+    /// With an `application/pkcs10` body: `mtls-client`, `tls-server` or `document-signer`.
     profile: Option<String>,
+    /// With an `application/pkcs10` body: days of validity.
     validity_days: Option<u32>,
-    /// Comma-separated DNS names and IP addresses (tls-server).
+    /// With an `application/pkcs10` body: comma-separated DNS names and IP addresses
+    /// (tls-server).
     names: Option<String>,
+    /// The answer: `json` (default, with the PEM), `pem` or `der`.
     #[serde(default)]
+    #[param(inline)]
     format: Format,
 }
 
+/// Issues a certificate for an account from a CSR (JSON, or the CSR itself as
+/// `application/pkcs10`, PEM or DER).
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{name}/certificates",
+    tag = "api",
+    description = MANAGERS,
+    params(("name" = String, Path, description = "The account's name"), IssueQuery),
+    request_body(content(
+        (IssueBody = "application/json"),
+        (String = "application/pkcs10"),
+    )),
+    responses(
+        (status = 201, description = "The certificate, in the `format` asked for", content(
+            (WithReceipt<CertBody> = "application/json"),
+            (String = "application/x-pem-file"),
+            (super::openapi::Binary = "application/pkix-cert"),
+        ), headers(
+            ("Location" = String, description = "`/v1/certificates/<serial>`"),
+            ("x-certificate-serial" = String, description = "The serial, hex"),
+        )),
+        (status = 400, description = "A bad CSR, profile, validity or name"),
+        (status = 404, description = "No such account, or it was deleted"),
+        (status = 413, description = "The body is larger than allowed"),
+        (status = 415, description = "Neither JSON nor application/pkcs10"),
+    ),
+)]
 async fn issue_certificate(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -622,13 +770,33 @@ async fn issue_certificate(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FormatQuery {
+    /// The answer: `json` (default, with the PEM), `pem` or `der`.
     #[serde(default)]
+    #[param(inline)]
     format: Format,
 }
 
+/// One certificate: one's own, or any with `admin`, `cert-manager` or `auditor`.
+#[utoipa::path(
+    get,
+    path = "/v1/certificates/{serial}",
+    tag = "api",
+    params(("serial" = String, Path, description = "The serial, hex"), FormatQuery),
+    responses(
+        (status = 200, description = "The certificate", content(
+            (CertBody = "application/json"),
+            (String = "application/x-pem-file"),
+            (super::openapi::Binary = "application/pkix-cert"),
+        ),
+         headers(("x-certificate-serial" = String, description = "The serial, hex"))),
+        (status = 400, description = "Not a serial"),
+        (status = 404, description = "No such certificate"),
+    ),
+)]
 async fn get_certificate(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -657,13 +825,31 @@ async fn get_certificate(
     Ok(certificate_response(StatusCode::OK, &cert, q.format, None))
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// Why a certificate is revoked.
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RevokeBody {
+    /// RFC 5280's name: `unspecified` (default), `keyCompromise`, `affiliationChanged`,
+    /// `superseded`, `cessationOfOperation`, `privilegeWithdrawn`.
+    #[schema(value_type = Option<String>, example = "keyCompromise")]
     #[serde(default)]
     reason: RevocationReason,
 }
 
+/// Holds a certificate (certificateHold): refused at once by every daemon, listed in the CRL.
+#[utoipa::path(
+    post,
+    path = "/v1/certificates/{serial}/deactivate",
+    tag = "api",
+    description = MANAGERS,
+    params(("serial" = String, Path, description = "The serial, hex")),
+    responses(
+        (status = 200, description = "The held certificate", body = WithReceipt<CertBody>),
+        (status = 400, description = "Not a serial"),
+        (status = 404, description = "No such certificate"),
+        (status = 409, description = "The change is not possible in the certificate's status, or the request is made with that certificate"),
+    ),
+)]
 async fn deactivate(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -672,6 +858,20 @@ async fn deactivate(
     change(&app, &caller, &serial, StatusChange::Deactivate).await
 }
 
+/// Releases a held certificate.
+#[utoipa::path(
+    post,
+    path = "/v1/certificates/{serial}/activate",
+    tag = "api",
+    description = MANAGERS,
+    params(("serial" = String, Path, description = "The serial, hex")),
+    responses(
+        (status = 200, description = "The active certificate", body = WithReceipt<CertBody>),
+        (status = 400, description = "Not a serial"),
+        (status = 404, description = "No such certificate"),
+        (status = 409, description = "The change is not possible in the certificate's status, or the request is made with that certificate"),
+    ),
+)]
 async fn activate(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -680,6 +880,23 @@ async fn activate(
     change(&app, &caller, &serial, StatusChange::Activate).await
 }
 
+/// Revokes a certificate for good.
+#[utoipa::path(
+    post,
+    path = "/v1/certificates/{serial}/revoke",
+    tag = "api",
+    description = MANAGERS,
+    params(("serial" = String, Path, description = "The serial, hex")),
+    request_body(content = Option<RevokeBody>, content_type = "application/json", description = "The reason; no body: `unspecified`"),
+    responses(
+        (status = 200, description = "The revoked certificate", body = WithReceipt<CertBody>),
+        (status = 400, description = "Not a serial"),
+        (status = 404, description = "No such certificate"),
+        (status = 409, description = "The change is not possible in the certificate's status, or the request is made with that certificate"),
+        (status = 413, description = "The body is larger than allowed"),
+        (status = 415, description = "A body that is not JSON"),
+    ),
+)]
 async fn revoke(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -745,9 +962,11 @@ async fn change(
 // ---------------------------------------------------------------------------------------------
 // Certificates of token keys.
 
-#[derive(Debug, Deserialize, Default)]
+/// The certificate of a token key.
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyCertBody {
+    /// The subject DN (default: from the key's ring and id).
     subject: Option<String>,
     validity_days: Option<u32>,
 }
@@ -757,6 +976,29 @@ fn key_id(id: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::bad_request("a key id is a UUID"))
 }
 
+/// Issues a document-signer certificate for a ring key (CMS signatures carry it).
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{id}/certificate",
+    tag = "api",
+    description = MANAGERS,
+    params(("id" = String, Path, description = "The key's id (UUID)"), FormatQuery),
+    request_body(content = Option<KeyCertBody>, content_type = "application/json", description = "Optional; no body: the defaults"),
+    responses(
+        (status = 201, description = "The certificate", content(
+            (WithReceipt<CertBody> = "application/json"),
+            (String = "application/x-pem-file"),
+            (super::openapi::Binary = "application/pkix-cert"),
+        ), headers(
+            ("x-certificate-serial" = String, description = "The serial, hex"),
+        )),
+        (status = 400, description = "Not a key id, a bad subject or validity"),
+        (status = 404, description = "No such key"),
+        (status = 409, description = "The key is not active"),
+        (status = 413, description = "The body is larger than allowed"),
+        (status = 415, description = "A body that is not JSON"),
+    ),
+)]
 async fn issue_key_certificate(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -804,6 +1046,23 @@ async fn issue_key_certificate(
     ))
 }
 
+/// The active certificate of a ring key; any client may read it.
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}/certificate",
+    tag = "api",
+    params(("id" = String, Path, description = "The key's id (UUID)"), FormatQuery),
+    responses(
+        (status = 200, description = "The certificate", content(
+            (CertBody = "application/json"),
+            (String = "application/x-pem-file"),
+            (super::openapi::Binary = "application/pkix-cert"),
+        ),
+         headers(("x-certificate-serial" = String, description = "The serial, hex"))),
+        (status = 400, description = "Not a key id"),
+        (status = 404, description = "No such key, or no active certificate"),
+    ),
+)]
 async fn get_key_certificate(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -823,6 +1082,16 @@ async fn get_key_certificate(
 // ---------------------------------------------------------------------------------------------
 // Public listener: CRL and OCSP.
 
+/// The CRL (DER), signed by the CA: held and revoked certificates.
+#[utoipa::path(
+    get,
+    path = "/crl.der",
+    tag = "public",
+    responses(
+        (status = 200, description = "The current CRL", content_type = "application/pkix-crl", body = super::openapi::Binary),
+        (status = 503, description = "The CRL cannot be made now (database or token)"),
+    ),
+)]
 pub(super) async fn crl_der(State(app): State<App>) -> Result<Response, ApiError> {
     let crl = app.ca.crl().await?;
     Ok((
@@ -835,6 +1104,16 @@ pub(super) async fn crl_der(State(app): State<App>) -> Result<Response, ApiError
         .into_response())
 }
 
+/// The CRL (PEM).
+#[utoipa::path(
+    get,
+    path = "/crl.pem",
+    tag = "public",
+    responses(
+        (status = 200, description = "The current CRL", content_type = "application/x-pem-file", body = String),
+        (status = 503, description = "The CRL cannot be made now (database or token)"),
+    ),
+)]
 pub(super) async fn crl_pem(State(app): State<App>) -> Result<Response, ApiError> {
     let crl = app.ca.crl().await?;
     Ok((
@@ -851,6 +1130,25 @@ pub(super) async fn crl_pem(State(app): State<App>) -> Result<Response, ApiError
 pub(super) const OCSP_MAX_BODY: usize = signet_certs::ocsp::OCSP_REQUEST_MAX_SIZE;
 
 /// `POST /ocsp` with an `application/ocsp-request` body (RFC 6960 appendix A.1).
+#[utoipa::path(
+    post,
+    path = "/ocsp",
+    tag = "public",
+    request_body(content = super::openapi::Binary, content_type = "application/ocsp-request"),
+    responses(
+        (status = 200, description = "An OCSP response (RFC 6960), signed by the responder", content_type = "application/ocsp-response", body = super::openapi::Binary),
+        (status = 400, description = "A malformed request: the OCSP `malformedRequest` response, or a problem", content(
+            (super::openapi::Binary = "application/ocsp-response"),
+            (super::openapi::Problem = "application/problem+json"),
+        )),
+        (status = 503, description = "`tryLater`: the database or token is unavailable", content(
+            (super::openapi::Binary = "application/ocsp-response"),
+            (super::openapi::Problem = "application/problem+json"),
+        )),
+        (status = 413, description = "The request is larger than allowed"),
+        (status = 415, description = "Not application/ocsp-request"),
+    ),
+)]
 pub(super) async fn ocsp_post(
     State(app): State<App>,
     headers: HeaderMap,
@@ -866,6 +1164,23 @@ pub(super) async fn ocsp_post(
 }
 
 /// `GET /ocsp/{base64 of the DER request, URL-encoded}` (RFC 6960 appendix A.1).
+#[utoipa::path(
+    get,
+    path = "/ocsp/{request}",
+    tag = "public",
+    params(("request" = String, Path, description = "The DER request, base64, URL-encoded")),
+    responses(
+        (status = 200, description = "An OCSP response (RFC 6960), signed by the responder", content_type = "application/ocsp-response", body = super::openapi::Binary),
+        (status = 400, description = "A malformed request: the OCSP `malformedRequest` response, or a problem", content(
+            (super::openapi::Binary = "application/ocsp-response"),
+            (super::openapi::Problem = "application/problem+json"),
+        )),
+        (status = 503, description = "`tryLater`: the database or token is unavailable", content(
+            (super::openapi::Binary = "application/ocsp-response"),
+            (super::openapi::Problem = "application/problem+json"),
+        )),
+    ),
+)]
 pub(super) async fn ocsp_get(
     State(app): State<App>,
     Path(encoded): Path<String>,

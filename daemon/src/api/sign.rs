@@ -173,19 +173,6 @@ fn encode(
         })
 }
 
-#[derive(Serialize)]
-struct ReceiptBody<'a> {
-    seq: u64,
-    leaf_hash: &'a str,
-}
-
-pub(super) fn receipt_json(r: &Receipt) -> serde_json::Value {
-    serde_json::json!(ReceiptBody {
-        seq: r.seq,
-        leaf_hash: &r.leaf_hash,
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Streaming bodies
 
@@ -304,16 +291,23 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<
 // ---------------------------------------------------------------------------------------------
 // POST /v1/sign
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SignQuery {
+    /// The ring to sign with (its least recently used key); or `key_id`.
     ring: Option<String>,
+    /// The key to sign with (UUID); or `ring`.
     key_id: Option<String>,
+    /// `sha256`, `sha384` or `sha512` (default: the key's own; none for Ed25519).
     hash: Option<String>,
+    /// RSA: `pkcs1` (default) or `pss`.
     padding: Option<String>,
+    /// ECDSA: `der` (default) or `raw` (r‖s).
     encoding: Option<String>,
+    /// The body is a digest of the data under `hash`, not the data.
     prehashed: Option<bool>,
-    /// `raw` (default), `openpgp`, `openpgp-cleartext`, or several, comma-separated.
+    /// `raw` (default), `openpgp`, `openpgp-cleartext`, `cms`, or several, comma-separated.
     format: Option<String>,
     /// OpenPGP detached signatures: ASCII armor (default `true`) or binary packets.
     armor: Option<bool>,
@@ -325,6 +319,42 @@ struct SignQuery {
     timestamp: Option<bool>,
 }
 
+/// Signs an upload, streamed and hashed as it arrives: a raw signature (JSON), or OpenPGP
+/// (detached or cleartext), CMS, or several formats at once (`format=raw,openpgp,cms`, JSON).
+/// The body is the data itself (or, with `prehashed=true`, its digest), or a
+/// `multipart/form-data` upload with a `file` part. Needs `signer:<ring>` (or `admin`).
+#[utoipa::path(
+    post,
+    path = "/v1/sign",
+    tag = "api",
+    params(SignQuery),
+    request_body(
+        description = "The data to sign (or its digest with `prehashed=true`), or a form with a `file` part",
+        content(
+            (super::openapi::Binary = "application/octet-stream"),
+            (super::openapi::FileUpload = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "The signature; the content type follows `format`", content(
+            (SignAnswer = "application/json"),
+            (String = "application/pgp-signature"),
+            (super::openapi::Binary = "application/octet-stream"),
+            (String = "text/plain; charset=utf-8"),
+            (String = "application/x-pem-file"),
+            (super::openapi::Binary = "application/pkcs7-signature"),
+        ), headers(
+            ("signetd-key-id" = Option<String>, description = "The key that signed (formatted answers)"),
+        )),
+        (status = 400, description = "Bad options, an unknown scheme for the key, a malformed form or digest"),
+        (status = 403, description = "The caller may not sign with this ring or key"),
+        (status = 404, description = "No such ring or key"),
+        (status = 409, description = "The key is retired, or no key of the ring may sign (budget spent, outside its window)"),
+        (status = 413, description = "The upload is larger than allowed"),
+        (status = 415, description = "A content type the endpoint does not take"),
+        (status = 503, description = "No key became free in time, or the token or database is unavailable; retry after `Retry-After`"),
+    ),
+)]
 async fn sign(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -447,19 +477,52 @@ async fn sign_inner(
     });
     let record = caller.record("sign", resolved.subject(), &params, Some(&signature), "ok");
     let receipt = app.audit.append(record).await?;
-    let body = serde_json::json!({
-        "key_id": signed.key_id,
-        "ring": resolved.ring(),
-        "algorithm": resolved.algorithm().as_str(),
-        "scheme": scheme.name(),
-        "encoding": encoding.map(EcdsaEncoding::as_str),
-        "input": kind,
-        "bytes": bytes,
-        "sha256": hex::encode(body_sha256),
-        "signature": B64.encode(&signature),
-        "receipt": receipt_json(&receipt),
-    });
+    let body = RawSignature {
+        key_id: signed.key_id,
+        ring: resolved.ring().to_owned(),
+        algorithm: resolved.algorithm().as_str(),
+        scheme: scheme.name(),
+        encoding: encoding.map(EcdsaEncoding::as_str),
+        input: kind,
+        bytes,
+        sha256: hex::encode(body_sha256),
+        signature: B64.encode(&signature),
+        receipt: receipt.clone(),
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+/// The JSON answers of `/v1/sign`: one raw signature, or several formats.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // A schema only: the handler answers with either type directly.
+enum SignAnswer {
+    Raw(RawSignature),
+    Formats(formats::FormatsAnswer),
+}
+
+/// A raw signature.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RawSignature {
+    /// The key that signed.
+    key_id: Uuid,
+    /// Its ring.
+    ring: String,
+    /// `ec-p256`, `ec-p384`, `ed25519`, `rsa-2048`, `rsa-3072` or `rsa-4096`.
+    algorithm: &'static str,
+    /// The signature scheme, e.g. `ecdsa-p256-sha256`, `rsa-pkcs1-sha256`, `ed25519`.
+    scheme: &'static str,
+    /// ECDSA: `der` or `raw`; null for other algorithms.
+    encoding: Option<&'static str>,
+    /// `message` (the data) or `digest` (prehashed).
+    input: &'static str,
+    /// Bytes received.
+    bytes: u64,
+    /// SHA-256 of the bytes received, hex (what the audit entry records).
+    sha256: String,
+    /// The signature, base64.
+    signature: String,
+    receipt: Receipt,
 }
 
 /// `/v1/sign` with formats other than raw alone, or a multipart upload: one key, every
@@ -568,32 +631,62 @@ async fn sign_formats(
         // A multipart upload of a raw signature answers as `/v1/sign` always did.
         let (scheme, encoding) = spec.raw.ok_or_else(ApiError::internal)?;
         let a = made.artefacts.first().ok_or_else(ApiError::internal)?;
-        let body = serde_json::json!({
-            "key_id": made.key_id,
-            "ring": resolved.ring(),
-            "algorithm": algorithm.as_str(),
-            "scheme": scheme.name(),
-            "encoding": encoding.map(EcdsaEncoding::as_str),
-            "input": "message",
-            "bytes": a.bytes,
-            "sha256": hex::encode(a.sha256),
-            "signature": a.raw.as_ref().map(|r| B64.encode(r)),
-            "receipt": receipt_json(&receipt),
-        });
+        let body = RawSignature {
+            key_id: made.key_id,
+            ring: resolved.ring().to_owned(),
+            algorithm: algorithm.as_str(),
+            scheme: scheme.name(),
+            encoding: encoding.map(EcdsaEncoding::as_str),
+            input: "message",
+            bytes: a.bytes,
+            sha256: hex::encode(a.sha256),
+            signature: a
+                .raw
+                .as_ref()
+                .map(|r| B64.encode(r))
+                .ok_or_else(ApiError::internal)?,
+            receipt: receipt.clone(),
+        };
         return Ok(with_receipt(Json(body).into_response(), &receipt));
     }
     formats::answer(resolved, &spec, &made, &receipt)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RpmQuery {
+    /// The ring to sign with; or `key_id`.
     ring: Option<String>,
+    /// The key to sign with (UUID); or `ring`.
     key_id: Option<String>,
 }
 
 /// `POST /v1/sign-rpm?ring=…|key_id=…`: the package (body or multipart `file`) back with a
 /// new header signature.
+#[utoipa::path(
+    post,
+    path = "/v1/sign-rpm",
+    tag = "api",
+    params(RpmQuery),
+    request_body(
+        description = "An RPM package (v4 header), or a form with a `file` part",
+        content(
+            (super::openapi::Binary = "application/x-rpm"),
+            (super::openapi::Binary = "application/octet-stream"),
+            (super::openapi::FileUpload = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "The package with its new header signature", content_type = "application/x-rpm", body = super::openapi::Binary),
+        (status = 400, description = "Not an RPM package this daemon can sign, or bad options"),
+        (status = 403, description = "The caller may not sign with this ring or key"),
+        (status = 404, description = "No such ring or key"),
+        (status = 409, description = "The key is retired, or no key of the ring may sign"),
+        (status = 413, description = "The package is larger than allowed"),
+        (status = 415, description = "A content type the endpoint does not take"),
+    ),
+)]
 async fn sign_rpm(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -630,13 +723,19 @@ impl IntoApi for SchemeError {
 // ---------------------------------------------------------------------------------------------
 // POST /v1/sign-batch
 
-#[derive(Deserialize)]
+/// A batch of items signed under one scheme.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchRequest {
+    /// The ring to sign with; or `key_id`.
     ring: Option<String>,
+    /// The key to sign with (UUID); or `ring`.
     key_id: Option<String>,
+    /// `sha256`, `sha384` or `sha512`.
     hash: Option<String>,
+    /// RSA: `pkcs1` (default) or `pss`.
     padding: Option<String>,
+    /// ECDSA: `der` (default) or `raw`.
     encoding: Option<String>,
     /// All or nothing: one bad item fails the batch and no signature is returned.
     #[serde(default)]
@@ -644,7 +743,8 @@ struct BatchRequest {
     items: Vec<BatchItem>,
 }
 
-#[derive(Deserialize)]
+/// One item: exactly one of `data` and `digest`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchItem {
     /// The data, base64.
@@ -653,7 +753,8 @@ struct BatchItem {
     digest: Option<String>,
 }
 
-#[derive(Serialize, Clone)]
+/// Why one item was not signed.
+#[derive(Serialize, Clone, utoipa::ToSchema)]
 struct ItemError {
     status: u16,
     #[serde(rename = "type")]
@@ -671,7 +772,8 @@ impl ItemError {
     }
 }
 
-#[derive(Serialize)]
+/// One item's outcome, in item order.
+#[derive(Serialize, utoipa::ToSchema)]
 struct ItemResult {
     index: usize,
     status: u16,
@@ -757,6 +859,21 @@ fn problem_with_items(e: &ApiError, items: Vec<serde_json::Value>) -> Response {
 /// RFC 6962 Merkle root over `SHA-256(0x00 ‖ signature)` of the signed items' signatures as
 /// returned, in item order (`leaf_index`), so every returned signature is covered by the
 /// committed entry and a client can recompute the root from the answer.
+#[utoipa::path(
+    post,
+    path = "/v1/sign-batch",
+    tag = "api",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "Each item's signature or error; one audit entry covers the batch", body = BatchAnswer),
+        (status = 400, description = "A malformed batch; with `atomic`, any invalid item (the problem's `items` lists them)"),
+        (status = 403, description = "The caller may not sign with this ring or key"),
+        (status = 404, description = "No such ring or key"),
+        (status = 409, description = "The key is retired, or no key of the ring may sign"),
+        (status = 413, description = "The batch has too many items or bytes"),
+        (status = 415, description = "Not JSON"),
+    ),
+)]
 async fn sign_batch(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -960,18 +1077,37 @@ async fn sign_batch(
         ..caller.record("sign-batch", resolved.subject(), &params, None, "ok")
     };
     let receipt = app.audit.append(record).await?;
-    let body = serde_json::json!({
-        "ring": resolved.ring(),
-        "algorithm": resolved.algorithm().as_str(),
-        "scheme": scheme.name(),
-        "encoding": encoding.map(EcdsaEncoding::as_str),
-        "signed": signed_count,
-        "failed": failed_count,
-        "batch_root": hex::encode(root),
-        "results": results,
-        "receipt": receipt_json(&receipt),
-    });
+    let body = BatchAnswer {
+        ring: resolved.ring().to_owned(),
+        algorithm: resolved.algorithm().as_str(),
+        scheme: scheme.name(),
+        encoding: encoding.map(EcdsaEncoding::as_str),
+        signed: signed_count,
+        failed: failed_count,
+        batch_root: hex::encode(root),
+        results,
+        receipt: receipt.clone(),
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+/// The answer to a batch.
+#[derive(Serialize, utoipa::ToSchema)]
+struct BatchAnswer {
+    ring: String,
+    algorithm: &'static str,
+    scheme: &'static str,
+    /// ECDSA: `der` or `raw`.
+    encoding: Option<&'static str>,
+    /// Items signed.
+    signed: u64,
+    /// Items not signed.
+    failed: u64,
+    /// RFC 6962 root over `SHA-256(0x00 ‖ signature)` of the signed items' signatures in item
+    /// order (`leaf_index`), hex: the audit entry's output digest.
+    batch_root: String,
+    results: Vec<ItemResult>,
+    receipt: Receipt,
 }
 
 fn item_outcome(e: &ApiError) -> &'static str {
@@ -987,28 +1123,58 @@ fn item_outcome(e: &ApiError) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // POST /v1/verify
 
-#[derive(Deserialize)]
+/// A signature to check, with the data (`data`, base64) or its `digest` (base64).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyRequest {
+    /// Raw signatures: the ring whose keys (retired ones too) may have made it; or `key_id`.
     ring: Option<String>,
+    /// The key (UUID).
     key_id: Option<String>,
     hash: Option<String>,
     padding: Option<String>,
     encoding: Option<String>,
+    /// The signed data, base64.
     data: Option<String>,
+    /// A digest of the signed data, base64.
     digest: Option<String>,
+    /// Base64 (raw, binary OpenPGP, DER CMS) or the armored / PEM / cleartext text.
     signature: String,
     /// `raw` (default), `openpgp`, `openpgp-cleartext` or `cms` (`api::verify`).
     format: Option<String>,
 }
 
 /// The query of a multipart verification (a JSON one names all in its body).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct VerifyQuery {
+    /// Multipart only: `openpgp`, `openpgp-cleartext` or `cms`.
     format: Option<String>,
+    /// Multipart only: the ring the signer must belong to.
     ring: Option<String>,
+    /// Multipart only: the key that must have signed.
     key_id: Option<String>,
+}
+
+/// The answers of `/v1/verify`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // A schema only: the handlers answer with either type directly.
+enum VerifyAnswer {
+    Raw(RawVerification),
+    Format(super::verify::FormatVerification),
+}
+
+/// The verification of a raw signature.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RawVerification {
+    valid: bool,
+    /// The key that made it, when it is valid.
+    key_id: Option<Uuid>,
+    ring: String,
+    scheme: &'static str,
+    receipt: Receipt,
 }
 
 /// A target that may be left out (formatted signatures name their key).
@@ -1022,6 +1188,27 @@ fn optional_target(ring: Option<String>, key: Option<String>) -> Result<Option<T
 /// Checks a signature in software against one key, or against every key of a ring (retired
 /// keys too); OpenPGP and CMS signatures against the key they name (`api::verify`). Answers
 /// 200 with `valid` either way; a malformed request is a 400.
+#[utoipa::path(
+    post,
+    path = "/v1/verify",
+    tag = "api",
+    params(VerifyQuery),
+    request_body(
+        description = "JSON, or a form with a `signature` part then a `file` part (streamed)",
+        content(
+            (VerifyRequest = "application/json"),
+            (super::openapi::VerifyUpload = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Whether the signature is valid, and by which key; audited", body = VerifyAnswer),
+        (status = 400, description = "A malformed request or signature"),
+        (status = 403, description = "The caller may not read this ring or key"),
+        (status = 404, description = "No such ring or key"),
+        (status = 413, description = "The request is larger than allowed"),
+        (status = 415, description = "A content type the endpoint does not take"),
+    ),
+)]
 async fn verify(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -1159,20 +1346,22 @@ async fn verify(
     let result = if valid { "ok" } else { "ok:invalid-signature" };
     let record = caller.record("verify", subject, &params, None, result);
     let receipt = app.audit.append(record).await?;
-    let body = serde_json::json!({
-        "valid": valid,
-        "key_id": verified_by,
-        "ring": ring,
-        "scheme": scheme.name(),
-        "receipt": receipt_json(&receipt),
-    });
+    let body = RawVerification {
+        valid,
+        key_id: verified_by,
+        ring,
+        scheme: scheme.name(),
+        receipt: receipt.clone(),
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Rings and keys
 
-#[derive(Serialize)]
+/// A ring key.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Key)]
 struct KeyBody {
     id: Uuid,
     ring: String,
@@ -1183,16 +1372,23 @@ struct KeyBody {
     public_key_pem: String,
     usage_count: i64,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     last_used_at: Option<OffsetDateTime>,
+    /// `active`, `retired` or `missing`.
     state: &'static str,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     retired_at: Option<OffsetDateTime>,
     /// The OpenPGP v4 fingerprint (40 hex digits) of the key's certificate.
     openpgp_fingerprint: String,
     /// The OpenPGP key id (16 hex digits).
     openpgp_key_id: String,
+    /// The audit entry of the read or change that answered with this key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt: Option<Receipt>,
 }
 
 fn key_body(view: &KeyView) -> Result<KeyBody, ApiError> {
@@ -1215,20 +1411,26 @@ fn key_body(view: &KeyView) -> Result<KeyBody, ApiError> {
         retired_at: k.retired_at,
         openpgp_fingerprint: packet.fingerprint(),
         openpgp_key_id: packet.key_id(),
+        receipt: None,
     })
 }
 
-#[derive(Serialize)]
+/// A ring: keys of one algorithm that sign interchangeably.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Ring)]
 struct RingBody {
     name: String,
     algorithm: &'static str,
     token: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: OffsetDateTime,
     /// The User ID of its keys' OpenPGP certificates.
     openpgp_user_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     keys: Option<Vec<KeyBody>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt: Option<Receipt>,
 }
 
 fn ring_body(r: &crate::store::rings::Ring, keys: Option<Vec<KeyBody>>) -> RingBody {
@@ -1242,6 +1444,7 @@ fn ring_body(r: &crate::store::rings::Ring, keys: Option<Vec<KeyBody>>) -> RingB
             .clone()
             .unwrap_or_else(|| signing::openpgp::default_user_id(&r.name)),
         keys,
+        receipt: None,
     }
 }
 
@@ -1268,6 +1471,13 @@ pub(super) async fn audit_read(
         .await?)
 }
 
+/// The rings the caller may sign with (every ring for `admin`). Audited.
+#[utoipa::path(
+    get,
+    path = "/v1/rings",
+    tag = "api",
+    responses((status = 200, description = "The rings", body = RingList)),
+)]
 async fn list_rings(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -1286,15 +1496,31 @@ async fn list_rings(
         serde_json::json!({}),
     )
     .await?;
-    let body = serde_json::json!({ "rings": visible, "receipt": receipt_json(&receipt) });
+    let body = RingList {
+        rings: visible,
+        receipt: receipt.clone(),
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }
 
-#[derive(Deserialize)]
+/// Rings.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RingList {
+    rings: Vec<RingBody>,
+    receipt: Receipt,
+}
+
+/// A new ring.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRing {
+    /// Lower case letters, digits, `.`, `_`, `-`; starts with a letter or digit; at most 63.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$", example = "payments")]
     name: String,
+    /// `ec-p256`, `ec-p384`, `ed25519`, `rsa-2048`, `rsa-3072` or `rsa-4096`.
+    #[schema(example = "ec-p256")]
     algorithm: String,
+    /// The token its keys live in (default: the signing token).
     token: Option<String>,
     /// The User ID of the ring keys' OpenPGP certificates.
     openpgp_user_id: Option<String>,
@@ -1304,6 +1530,21 @@ fn parse_algorithm(s: &str) -> Result<KeyAlgorithm, ApiError> {
     s.parse().map_err(ApiError::bad_request)
 }
 
+/// Creates a ring (no keys yet). Needs `admin`; audited.
+#[utoipa::path(
+    post,
+    path = "/v1/rings",
+    tag = "api",
+    request_body = CreateRing,
+    responses(
+        (status = 201, description = "The new ring", body = RingBody),
+        (status = 400, description = "A bad name, algorithm or body"),
+        (status = 404, description = "No such token"),
+        (status = 409, description = "The ring exists"),
+        (status = 413, description = "The body is larger than allowed"),
+        (status = 415, description = "Not JSON"),
+    ),
+)]
 async fn create_ring(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -1331,15 +1572,27 @@ async fn create_ring(
             req.openpgp_user_id.as_deref(),
         )
         .await?;
-    let mut body = serde_json::to_value(ring_body(&ring, Some(Vec::new())))
-        .map_err(|_| ApiError::internal())?;
-    body["receipt"] = receipt_json(&receipt);
+    let body = RingBody {
+        receipt: Some(receipt.clone()),
+        ..ring_body(&ring, Some(Vec::new()))
+    };
     Ok(with_receipt(
         (StatusCode::CREATED, Json(body)).into_response(),
         &receipt,
     ))
 }
 
+/// A ring with its keys. Needs `signer:<ring>` or `admin`; audited.
+#[utoipa::path(
+    get,
+    path = "/v1/rings/{ring}",
+    tag = "api",
+    params(("ring" = String, Path, description = "The ring's name")),
+    responses(
+        (status = 200, description = "The ring and its keys", body = RingBody),
+        (status = 404, description = "No such ring"),
+    ),
+)]
 async fn get_ring(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -1352,20 +1605,43 @@ async fn get_ring(
     let keys = app.signing.keys(Some(&name)).await?;
     let keys = keys.iter().map(key_body).collect::<Result<Vec<_>, _>>()?;
     let receipt = audit_read(&app, &caller, "ring.get", subject, serde_json::json!({})).await?;
-    let mut body =
-        serde_json::to_value(ring_body(&ring, Some(keys))).map_err(|_| ApiError::internal())?;
-    body["receipt"] = receipt_json(&receipt);
+    let body = RingBody {
+        receipt: Some(receipt.clone()),
+        ..ring_body(&ring, Some(keys))
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }
 
-#[derive(Deserialize)]
+/// Keys to generate in the token (an empty body: one key of the ring's algorithm).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GenerateRequest {
+    /// The ring's algorithm (required when the ring does not exist yet: it is created).
     algorithm: Option<String>,
+    /// How many keys (default 1).
+    #[schema(minimum = 1, maximum = 64)]
     count: Option<usize>,
+    /// The token (default: the ring's).
     token: Option<String>,
 }
 
+/// Generates keys in the token for a ring, creating the ring if needed. Needs `admin`;
+/// each key is audited.
+#[utoipa::path(
+    post,
+    path = "/v1/rings/{ring}/keys",
+    tag = "api",
+    params(("ring" = String, Path, description = "The ring's name")),
+    request_body(content = Option<GenerateRequest>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new keys", body = GeneratedKeys),
+        (status = 400, description = "A bad algorithm, count or body"),
+        (status = 404, description = "No such token"),
+        (status = 409, description = "The algorithm differs from the ring's"),
+        (status = 413, description = "The body is larger than allowed"),
+        (status = 415, description = "Not JSON"),
+    ),
+)]
 async fn generate_keys(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -1410,16 +1686,17 @@ async fn generate_keys(
             state: signing::key_state(k),
             key: k.clone(),
         };
-        let mut v = serde_json::to_value(key_body(&view)?).map_err(|_| ApiError::internal())?;
-        v["receipt"] = receipt_json(receipt);
-        keys.push(v);
+        keys.push(KeyBody {
+            receipt: Some(receipt.clone()),
+            ..key_body(&view)?
+        });
         last = Some(receipt.clone());
     }
-    let body = serde_json::json!({
-        "ring": ring_body(&generated.ring, None),
-        "ring_created": generated.ring_created,
-        "keys": keys,
-    });
+    let body = GeneratedKeys {
+        ring: ring_body(&generated.ring, None),
+        ring_created: generated.ring_created,
+        keys,
+    };
     let response = (StatusCode::CREATED, Json(body)).into_response();
     Ok(match last {
         Some(r) => with_receipt(response, &r),
@@ -1427,12 +1704,35 @@ async fn generate_keys(
     })
 }
 
-#[derive(Deserialize)]
+/// Keys made by `POST /v1/rings/{ring}/keys`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct GeneratedKeys {
+    ring: RingBody,
+    /// Whether the ring was created by this request.
+    ring_created: bool,
+    /// Each with the receipt of its audit entry.
+    keys: Vec<KeyBody>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct KeysQuery {
+    /// Only this ring's keys.
     ring: Option<String>,
 }
 
+/// The keys the caller may read (of one ring with `ring`). Audited.
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "api",
+    params(KeysQuery),
+    responses(
+        (status = 200, description = "The keys", body = KeyList),
+        (status = 404, description = "No such ring"),
+    ),
+)]
 async fn list_keys(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -1453,10 +1753,31 @@ async fn list_keys(
         .as_ref()
         .map_or_else(|| "keys".to_owned(), |r| format!("ring:{r}"));
     let receipt = audit_read(&app, &caller, "key.list", subject, serde_json::json!({})).await?;
-    let body = serde_json::json!({ "keys": visible, "receipt": receipt_json(&receipt) });
+    let body = KeyList {
+        keys: visible,
+        receipt: receipt.clone(),
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }
 
+/// Keys.
+#[derive(Serialize, utoipa::ToSchema)]
+struct KeyList {
+    keys: Vec<KeyBody>,
+    receipt: Receipt,
+}
+
+/// One key. Needs `signer:<ring>` or `admin`; audited.
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}",
+    tag = "api",
+    params(("id" = String, Path, description = "The key's id (UUID)")),
+    responses(
+        (status = 200, description = "The key", body = KeyBody),
+        (status = 404, description = "No such key"),
+    ),
+)]
 async fn get_key(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -1467,13 +1788,16 @@ async fn get_key(
     let subject = format!("key:{id}");
     require_reader(&app, &caller, &view.key.ring, "key.get", &subject).await?;
     let receipt = audit_read(&app, &caller, "key.get", subject, serde_json::json!({})).await?;
-    let mut body = serde_json::to_value(key_body(&view)?).map_err(|_| ApiError::internal())?;
-    body["receipt"] = receipt_json(&receipt);
+    let body = KeyBody {
+        receipt: Some(receipt.clone()),
+        ..key_body(&view)?
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct CertificateQuery {
     /// `true` (default): ASCII armor; `false`: binary packets.
     armor: Option<bool>,
@@ -1481,6 +1805,22 @@ struct CertificateQuery {
 
 /// `GET /v1/keys/ID/openpgp`: the key's OpenPGP certificate, made in the token and stored the
 /// first time it is asked for (an audited change), served from the database afterwards.
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}/openpgp",
+    tag = "api",
+    params(("id" = String, Path, description = "The key's id (UUID)"), CertificateQuery),
+    responses(
+        (status = 200, description = "The OpenPGP certificate (transferable public key), armored or binary", content(
+            (String = "application/pgp-keys"),
+        ), headers(
+            ("signetd-key-id" = String, description = "The key"),
+            ("openpgp-fingerprint" = String, description = "Its OpenPGP v4 fingerprint"),
+        )),
+        (status = 404, description = "No such key"),
+        (status = 409, description = "The key is not active and has no certificate yet"),
+    ),
+)]
 async fn get_openpgp_certificate(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -1530,6 +1870,19 @@ fn set_key_headers(response: &mut Response, key: Uuid, openpgp_fingerprint: &str
     }
 }
 
+/// Retires a key: it signs no more (every daemon stops lending it at once) and still
+/// verifies. Needs `admin`; audited.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{id}/retire",
+    tag = "api",
+    params(("id" = String, Path, description = "The key's id (UUID)")),
+    responses(
+        (status = 200, description = "The retired key", body = KeyBody),
+        (status = 404, description = "No such key"),
+        (status = 409, description = "The key is retired already"),
+    ),
+)]
 async fn retire_key(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -1538,8 +1891,10 @@ async fn retire_key(
     let id = key_id(p)?;
     require_role(&app, &caller, "admin", "key.retire", &format!("key:{id}")).await?;
     let (view, receipt) = app.signing.retire_key(&caller.actor(), id).await?;
-    let mut body = serde_json::to_value(key_body(&view)?).map_err(|_| ApiError::internal())?;
-    body["receipt"] = receipt_json(&receipt);
+    let body = KeyBody {
+        receipt: Some(receipt.clone()),
+        ..key_body(&view)?
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }
 

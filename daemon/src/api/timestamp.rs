@@ -34,6 +34,23 @@ fn off() -> ApiError {
     ApiError::not_found("the time-stamping authority is switched off (tsa.enabled)")
 }
 
+/// An RFC 3161 time-stamp token for a digest. Needs `timestamper` or `admin`; every token
+/// and every rejection is audited.
+#[utoipa::path(
+    post,
+    path = "/v1/timestamp",
+    tag = "api",
+    request_body(content = super::openapi::Binary, content_type = "application/timestamp-query", description = "A DER TimeStampReq (RFC 3161 §2.4.1)"),
+    responses(
+        (status = 200, description = "A DER TimeStampResp: granted, or a `rejection` with its failInfo (a malformed request, an unknown hash, a policy not offered)", content_type = "application/timestamp-reply", body = super::openapi::Binary, headers(
+            ("signetd-tsa-serial" = Option<String>, description = "The token's serial (granted)"),
+            ("signetd-tsa-failure" = Option<String>, description = "The failInfo's name (rejected)"),
+        )),
+        (status = 404, description = "The TSA is switched off (`tsa.enabled`)"),
+        (status = 413, description = "The request is larger than 16 KiB"),
+        (status = 415, description = "Not application/timestamp-query"),
+    ),
+)]
 async fn timestamp(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
@@ -89,6 +106,15 @@ async fn timestamp(
 }
 
 /// `GET /tsa.pem` (public): the TSA's current certificate.
+#[utoipa::path(
+    get,
+    path = "/tsa.pem",
+    tag = "public",
+    responses(
+        (status = 200, description = "The TSA certificate", content_type = "application/x-pem-file", body = String),
+        (status = 404, description = "The TSA is switched off"),
+    ),
+)]
 pub(super) async fn tsa_pem(State(app): State<App>) -> Result<Response, ApiError> {
     let der = app.ca.tsa_certificate().ok_or_else(off)?;
     let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &der)
@@ -97,6 +123,15 @@ pub(super) async fn tsa_pem(State(app): State<App>) -> Result<Response, ApiError
 }
 
 /// `GET /tsa.der` (public): the TSA's current certificate, DER.
+#[utoipa::path(
+    get,
+    path = "/tsa.der",
+    tag = "public",
+    responses(
+        (status = 200, description = "The TSA certificate", content_type = "application/pkix-cert", body = super::openapi::Binary),
+        (status = 404, description = "The TSA is switched off"),
+    ),
+)]
 pub(super) async fn tsa_der(State(app): State<App>) -> Result<Response, ApiError> {
     let der = app.ca.tsa_certificate().ok_or_else(off)?;
     Ok(([(header::CONTENT_TYPE, "application/pkix-cert")], der).into_response())

@@ -22,16 +22,18 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use der::{Decode as _, Encode as _};
+use serde::Serialize;
 use sha2::Digest as _;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::formats::{self, Format};
-use super::sign::{Hasher, receipt_json, require_reader};
+use super::sign::{Hasher, require_reader};
 use super::upload::{self, Event};
 use super::{ApiError, Caller, with_receipt};
 use crate::app::App;
-use crate::audit;
+use crate::audit::{self, Receipt};
 use crate::crypto::HashAlg;
 use crate::formats::cms::{CmsError, CmsSignature};
 use crate::formats::openpgp::{
@@ -366,12 +368,10 @@ pub(super) async fn conclude(
         .inc();
     let key_id = found.as_ref().map(|k| k.key.id);
     let certificate = signer.as_ref().and_then(|s| s.certificate.as_ref()).map(
-        |(_, serial, status, not_after)| {
-            serde_json::json!({
-                "serial": serial,
-                "status": status,
-                "not_after": not_after.format(&time::format_description::well_known::Rfc3339).ok(),
-            })
+        |(_, serial, status, not_after)| SignerCertificate {
+            serial: serial.clone(),
+            status: status.clone(),
+            not_after: not_after.format(&Rfc3339).ok(),
         },
     );
     let openpgp_fingerprint = match (&found, format) {
@@ -394,25 +394,58 @@ pub(super) async fn conclude(
         "signature_sha256": hex::encode(signature_sha256),
         "valid": valid,
         "key_id": key_id,
-        "certificate": certificate.as_ref().map(|c| &c["serial"]),
+        "certificate": certificate.as_ref().map(|c| &c.serial),
     });
     let result = if valid { "ok" } else { "ok:invalid-signature" };
     let record = caller.record("verify", subject, &params, None, result);
     let receipt = app.audit.append(record).await?;
-    let body = serde_json::json!({
-        "valid": valid,
-        "reason": reason,
-        "format": format.name(),
-        "hash": hash.to_string(),
-        "key_id": key_id,
-        "ring": found.as_ref().map(|k| &k.ring),
-        "key_state": found.as_ref().map(|k| &k.key.state),
-        "openpgp_fingerprint": openpgp_fingerprint,
-        "certificate": certificate,
-        "signed_at": signed_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
-        "receipt": receipt_json(&receipt),
-    });
+    let body = FormatVerification {
+        valid,
+        reason,
+        format: format.name(),
+        hash: hash.to_string(),
+        key_id,
+        ring: found.as_ref().map(|k| k.ring.clone()),
+        key_state: found.as_ref().map(|k| k.key.state.clone()),
+        openpgp_fingerprint,
+        certificate,
+        signed_at: signed_at.and_then(|t| t.format(&Rfc3339).ok()),
+        receipt: receipt.clone(),
+    };
     Ok(with_receipt(Json(body).into_response(), &receipt))
+}
+
+/// The verification of an OpenPGP or CMS signature.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct FormatVerification {
+    valid: bool,
+    /// Why the signature is not valid (null when it is).
+    reason: Option<String>,
+    /// `openpgp`, `openpgp-cleartext` or `cms`.
+    format: &'static str,
+    hash: String,
+    /// The daemon's key the signature names, if it is one.
+    key_id: Option<Uuid>,
+    ring: Option<String>,
+    /// `active`, `retired` or `missing`.
+    key_state: Option<String>,
+    openpgp_fingerprint: Option<String>,
+    /// CMS: the document-signer certificate in the signature.
+    certificate: Option<SignerCertificate>,
+    /// The signature's creation or signing time, RFC 3339.
+    signed_at: Option<String>,
+    receipt: Receipt,
+}
+
+/// A document-signer certificate found in a CMS signature.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct SignerCertificate {
+    /// Hex.
+    serial: String,
+    /// `active`, `held` or `revoked`.
+    status: String,
+    /// RFC 3339.
+    not_after: Option<String>,
 }
 
 /// `POST /v1/verify?format=…[&ring=…|key_id=…]` with a multipart form: a `signature` part,

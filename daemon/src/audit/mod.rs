@@ -117,8 +117,9 @@ impl Record {
     }
 }
 
-/// The proof of logging returned with every audited answer.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// The proof of logging returned with every audited answer: the entry was committed before
+/// the answer.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Receipt {
     /// Sequence number (leaf index).
     pub seq: u64,
@@ -520,7 +521,7 @@ pub(crate) fn root_of(
 }
 
 /// An inclusion proof as served.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InclusionProof {
     /// Leaf index.
     pub seq: u64,
@@ -535,7 +536,7 @@ pub struct InclusionProof {
 }
 
 /// A consistency proof as served.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConsistencyProof {
     /// Old size.
     pub from: u64,

@@ -107,7 +107,7 @@ fn not_found(what: String) -> JobsError {
 }
 
 /// A job as served: its settings, progress, each key's share, rate and estimate.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     /// Id.
     pub id: Uuid,
@@ -139,14 +139,16 @@ pub struct JobView {
     pub created_by: String,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     /// When it finished or was cancelled.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<OffsetDateTime>,
 }
 
 /// One key's share of a job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyShare {
     /// Key id.
     pub key_id: Uuid,
@@ -159,7 +161,7 @@ pub struct KeyShare {
 }
 
 /// The proof that a record's signature is in its batch's tree, whose root is in the audit log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RecordProof {
     /// The record.
     pub record_id: i64,
@@ -194,7 +196,7 @@ pub struct RecordProof {
 }
 
 /// The signing key in a proof.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProofKey {
     /// Key id.
     pub id: Uuid,
@@ -207,7 +209,7 @@ pub struct ProofKey {
 }
 
 /// The audit entry of a batch in a proof.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProofEntry {
     /// Sequence number.
     pub seq: u64,
