@@ -333,12 +333,16 @@ async fn read(
     let job = app.jobs.get(id).await?;
     let who = roles(&["admin", "auditor", &format!("signer:{}", job.ring)]);
     require_any(&app, &caller, &who, "jobs.get", &subject).await?;
+    let blocked = app.jobs.blocked(&job).await?;
     let receipt = app
         .audit
         .append(caller.record("jobs.get", subject, &serde_json::json!({}), None, "ok"))
         .await?;
     let mut body = serde_json::to_value(&job).map_err(|_| ApiError::internal())?;
     body["receipt"] = receipt_json(&receipt);
+    if let Some(why) = blocked {
+        body["blocked"] = why.into();
+    }
     Ok(with_receipt(Json(body).into_response(), &receipt))
 }
 
