@@ -203,8 +203,10 @@ impl App {
 
 impl App {
     /// Acts on the changes other processes announce (`store::notify`) for the life of the
-    /// process: a retired key stops being lent at once; a certificate status change or an
-    /// account deletion drops the rate-limit buckets (roles may have changed). Certificate
+    /// process: a retired key stops being lent at once, and so (until it may sign again) does
+    /// a key whose budget was used up; changed limits are read again and wake the batch
+    /// workers; a certificate status change or an account deletion drops the rate-limit
+    /// buckets (roles may have changed). Certificate
     /// status itself is read per request (invariant 7), so a hold needs nothing more.
     fn act_on_notices(&self) {
         let app = self.clone();
@@ -237,7 +239,15 @@ impl App {
                 tracing::info!(%id, "a key retired elsewhere is no longer lent here");
             }
             Notice::CertificateStatus(_) | Notice::AccountDeleted(_) => self.limits.reset(),
-            Notice::LimitsChanged => self.signing.limits_changed(),
+            Notice::LimitsChanged => {
+                self.signing.limits_changed();
+                // Workers may be waiting for a budget to be raised.
+                self.jobs.wake();
+            }
+            Notice::KeySpent(id) => {
+                self.signing.spent_elsewhere(id).await;
+                tracing::info!(%id, "a key whose signature budget is used up is no longer lent here");
+            }
         }
     }
 

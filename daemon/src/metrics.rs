@@ -92,7 +92,8 @@ pub struct Metrics {
     /// Uploads refused for their size (413).
     pub signing_uploads_too_large: IntCounter,
     /// Batch attempts by result: `ok`, `lost` (claim or key lease lost), `rejected` (the
-    /// commit's checks refused it), `error` (token or database), `shutdown`.
+    /// commit's checks refused it), `error` (token or database), `shutdown`, `spent` (no key
+    /// of the ring may sign the batch whole: budgets used up, windows closed).
     pub jobs_batches: IntCounterVec,
     /// Records signed by batch jobs (committed).
     pub jobs_records_signed: IntCounter,

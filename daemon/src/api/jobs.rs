@@ -345,6 +345,18 @@ fn job_answer(job: JobView, receipt: &Receipt) -> WithReceipt<JobView> {
     }
 }
 
+/// A job as read.
+#[derive(Serialize, utoipa::ToSchema)]
+struct JobRead {
+    #[serde(flatten)]
+    job: JobView,
+    /// Why a running job cannot go on now: no key of its ring may sign its next batch (every
+    /// budget spent, or outside its window); raising a budget resumes it. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blocked: Option<String>,
+    receipt: Receipt,
+}
+
 /// Jobs.
 #[derive(Serialize, utoipa::ToSchema)]
 struct JobList {
@@ -402,7 +414,7 @@ async fn create(
     operation_id = "get_job",
     params(("id" = String, Path, description = "The job's id (UUID)")),
     responses(
-        (status = 200, description = "The job", body = WithReceipt<JobView>),
+        (status = 200, description = "The job", body = JobRead),
         (status = 404, description = "No such job"),
     ),
 )]
@@ -416,14 +428,17 @@ async fn read(
     let job = app.jobs.get(id).await?;
     let who = roles(&["admin", "auditor", &format!("signer:{}", job.ring)]);
     require_any(&app, &caller, &who, "jobs.get", &subject).await?;
+    let blocked = app.jobs.blocked(&job).await?;
     let receipt = app
         .audit
         .append(caller.record("jobs.get", subject, &serde_json::json!({}), None, "ok"))
         .await?;
-    Ok(with_receipt(
-        Json(job_answer(job, &receipt)).into_response(),
-        &receipt,
-    ))
+    let body = JobRead {
+        job,
+        blocked,
+        receipt: receipt.clone(),
+    };
+    Ok(with_receipt(Json(body).into_response(), &receipt))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

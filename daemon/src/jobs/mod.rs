@@ -4,14 +4,18 @@
 //!
 //! How a batch goes (see `worker.rs`): claim the next open batch of the running job
 //! (`FOR UPDATE SKIP LOCKED`, with an expiry renewed while working) → lease the least recently
-//! used idle key of the job's ring (a `key_leases` row, renewed too; when every key is leased,
-//! wait for a release without spinning) → sign each record on its own with that key (the HSM
+//! used idle key of the job's ring that may sign the whole batch, the batch's size reserved from
+//! its signature budget (a `key_leases` row, renewed too; when every key is leased, wait for a
+//! release without spinning; when no key may sign the batch, give it up and wait for a budget
+//! to be raised) → sign each record on its own with that key (the HSM
 //! layer verifies every signature before it is used) → hand the audit writer one entry whose
 //! `output_digest` is the batch's Merkle root, and a mutation that, in the same transaction,
 //! checks the claim and the lease, stores the signatures (a primary key forbids a second one
-//! per record: invariant 6), marks the batch done and releases the lease. A worker that dies
+//! per record: invariant 6), marks the batch done, gives back what was reserved and not signed,
+//! and releases the lease. A given-up attempt gives back what it did not sign. A worker that dies
 //! leaves a claim and a lease that expire; the batch is claimed again and signed with another
-//! (or the same, once free) key; nothing of the dead attempt was stored.
+//! (or the same, once free) key; nothing of the dead attempt was stored, and its reservation
+//! stays spent (nobody knows how many signatures it made).
 
 mod tree;
 mod verify;
@@ -239,8 +243,11 @@ struct Inner {
     process: Uuid,
     /// A key lease was released (here, or elsewhere through `LISTEN`).
     key_released: Notify,
-    /// A job was created or a batch may have become claimable.
+    /// A job was created, a batch may have become claimable, or signature limits changed.
     work: Notify,
+    /// The workers found that no key may sign the running job's batches (budgets used up,
+    /// windows closed): said once in the log, until a batch commits again.
+    budget_blocked: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// Token slots of the keys this process signed with.
@@ -269,6 +276,7 @@ impl Jobs {
                 process: Uuid::new_v4(),
                 key_released: Notify::new(),
                 work: Notify::new(),
+                budget_blocked: std::sync::atomic::AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 slots: Mutex::new(std::collections::HashMap::new()),
@@ -294,6 +302,30 @@ impl Jobs {
             self.inner.tracker.spawn(worker::run(inner, i));
         }
         tracing::info!(workers = n, process = %self.inner.process, "jobs: workers started");
+    }
+
+    /// Something workers wait for may have changed (a signature budget or window, here or in
+    /// another process): every waiting worker looks again at once, rather than after
+    /// `jobs.poll_secs`.
+    pub fn wake(&self) {
+        self.inner.work.notify_waiters();
+        self.inner.key_released.notify_waiters();
+    }
+
+    /// Why a running job cannot go on, if it cannot: no key of its ring may sign its next
+    /// open batch whole (budgets used up or windows closed). Shown by `GET /v1/jobs/{id}`.
+    pub async fn blocked(&self, job: &JobView) -> Result<Option<String>, JobsError> {
+        if job.state != "running" {
+            return Ok(None);
+        }
+        Ok(self.inner.store.job_blocked(job.id).await?.map(|size| {
+            format!(
+                "no key of ring {} may sign the next batch of {size} records: their signature \
+                 budgets are used up or they are outside their validity windows; raising a \
+                 budget (PUT /v1/keys/ID/limits or /v1/rings/{}/limits) resumes the job",
+                job.ring, job.ring
+            )
+        }))
     }
 
     /// Stops the workers: no new batch is claimed, batches in flight are finished (or given

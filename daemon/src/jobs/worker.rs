@@ -16,7 +16,6 @@ use crate::crypto::SignInputBuf;
 use crate::hsm::{HsmError, KeySlot};
 use crate::store::KeyRecord;
 use crate::store::jobs::{self as sql, Claim, ClaimOutcome, FinishedBatch};
-use crate::store::rings::RingKey;
 
 /// Longest pause between two looks for an idle key when every key is leased. Releases in this
 /// process and (through `LISTEN`) in others wake the waiters at once; the pause bounds how late
@@ -45,8 +44,13 @@ pub(super) async fn run(inner: Arc<Inner>, index: usize) {
         let pause = match inner.store.claim_batch(&holder, ttl, PAGE).await {
             Ok(ClaimOutcome::Claimed(claim)) => {
                 error_pause = Duration::from_millis(500);
-                process(&inner, &holder, ttl, *claim).await;
-                continue;
+                if !process(&inner, &holder, ttl, *claim).await {
+                    continue;
+                }
+                // No key of the ring may sign the batch (budgets used up, windows closed):
+                // claiming again at once would only give it up again. A change of limits
+                // wakes the workers (`Jobs::wake`); `poll_secs` bounds the wait otherwise.
+                idle
             }
             Ok(ClaimOutcome::Busy(_)) => BUSY_POLL.min(idle),
             Ok(ClaimOutcome::NoJob) => idle,
@@ -69,7 +73,8 @@ pub(super) async fn run(inner: Arc<Inner>, index: usize) {
 struct Failure {
     /// The leased key and how many signatures it made, when a key was leased.
     key: Option<(Uuid, i64)>,
-    /// `lost` (claim or lease), `rejected` (the commit's checks failed), `error`, `shutdown`.
+    /// `lost` (claim or lease), `rejected` (the commit's checks failed), `error`, `shutdown`,
+    /// `spent` (no key of the ring may sign the batch whole now: budgets, windows).
     kind: &'static str,
     reason: String,
 }
@@ -93,7 +98,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, mut claim: Claim) {
+/// One attempt at a claimed batch, committed or given up. Returns whether the worker should
+/// wait before claiming again because no key may sign the batch.
+async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, mut claim: Claim) -> bool {
     let started = Instant::now();
     let m = &inner.metrics;
     m.jobs_workers_busy.inc();
@@ -110,7 +117,7 @@ async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, mut claim: Cla
     )));
     let first_page = std::mem::take(&mut claim.page);
     let leased = claim.key.take();
-    match attempt(
+    let blocked = match attempt(
         inner, holder, ttl, &claim, leased, first_page, &key_tx, &lost,
     )
     .await
@@ -125,11 +132,20 @@ async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, mut claim: Cla
                 tracing::info!(job = %claim.job, "job done");
                 inner.work.notify_waiters();
             }
+            false
         }
         Err(failure) => {
             m.jobs_batches.with_label_values(&[failure.kind]).inc();
             if failure.kind == "shutdown" {
                 tracing::info!(job = %claim.job, batch = claim.seq, "jobs: batch given up at shutdown");
+            } else if failure.kind == "spent" {
+                // Every worker of the process meets this on every claim until a budget is
+                // raised: said once.
+                if inner.budget_blocked.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(job = %claim.job, batch = claim.seq, reason = %failure.reason, "jobs: batch given up");
+                } else {
+                    tracing::warn!(job = %claim.job, batch = claim.seq, reason = %failure.reason, "jobs: the job waits until a signature budget is raised");
+                }
             } else {
                 tracing::warn!(job = %claim.job, batch = claim.seq, kind = failure.kind, reason = %failure.reason, "jobs: batch not committed; it will be claimed again");
             }
@@ -151,9 +167,11 @@ async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, mut claim: Cla
                     _ = inner.shutdown.cancelled() => {}
                 }
             }
+            failure.kind == "spent"
         }
-    }
+    };
     m.jobs_workers_busy.dec();
+    blocked
 }
 
 /// Key (unless the claim came with one) → signatures → commit. `page` is the batch's first
@@ -171,32 +189,15 @@ async fn attempt(
     lost: &CancellationToken,
 ) -> Result<(u64, bool), Failure> {
     let key = match leased {
-        Some(key) => {
-            key_tx.send_replace(Some(key.id));
-            key
-        }
-        None => {
-            let key = lease_key(inner, holder, ttl, &claim.ring, lost).await?.key;
-            key_tx.send_replace(Some(key.id));
-            let holding = Some((key.id, 0));
-            match inner
-                .store
-                .log_lease(claim.batch, claim.attempt, key.id, holder)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return Err(Failure::new("lost", holding, "key lease lost at once")),
-                Err(e) => {
-                    return Err(Failure::new(
-                        "error",
-                        holding,
-                        format!("lease history: {e}"),
-                    ));
-                }
-            }
-            key
-        }
+        Some(key) => key,
+        None => lease_key(inner, holder, ttl, claim, lost).await?,
     };
+    key_tx.send_replace(Some(key.id));
+    // A lease taken after the workers found no key that may sign: a budget was raised. (A
+    // batch committing meanwhile does not count: its lease was older than the finding.)
+    if inner.budget_blocked.swap(false, Ordering::Relaxed) {
+        tracing::info!(job = %claim.job, ring = %claim.ring, "jobs: a key may sign batches again; the job goes on");
+    }
     let key_id = key.id;
     let holding = |used: i64| Some((key_id, used));
     let slot = slot_for(inner, &key)
@@ -322,25 +323,28 @@ async fn attempt(
     }
 }
 
-/// Leases the least recently used idle key of `ring`; when every key is leased, waits for a
+/// Leases the least recently used idle key of the claim's ring that may sign the whole batch
+/// (its size reserved from the key's budget, the lease written into the lease history:
+/// [`crate::store::Store::lease_batch_key`]); when every such key is leased, waits for a
 /// release (woken by this process's workers and, through `LISTEN`, by other processes) or a
-/// short pause, and looks again.
+/// short pause, and looks again. When no key of the ring may sign a batch of this size at all
+/// (budgets used up, windows closed), waiting for a release will not help: fails with `spent`.
 async fn lease_key(
     inner: &Arc<Inner>,
     holder: &str,
     ttl: Duration,
-    ring: &str,
+    claim: &Claim,
     lost: &CancellationToken,
-) -> Result<RingKey, Failure> {
+) -> Result<KeyRecord, Failure> {
     let mut pause = Duration::from_millis(5);
     let mut waiting_since = None;
+    let store = &inner.store;
     loop {
         let released = inner.key_released.notified();
         tokio::pin!(released);
         released.as_mut().enable();
-        match inner
-            .store
-            .lease_lru_unlimited_key(ring, holder, ttl, &[])
+        match store
+            .lease_batch_key(claim.batch, claim.attempt, holder, ttl)
             .await
         {
             Ok(Some(key)) => {
@@ -352,13 +356,32 @@ async fn lease_key(
                 }
                 return Ok(key);
             }
-            Ok(None) => {
-                if waiting_since.is_none() {
-                    waiting_since = Some(Instant::now());
-                    inner.metrics.jobs_key_lease_waits.inc();
+            Ok(None) => match store
+                .signable_keys(&claim.ring, i64::from(claim.size))
+                .await
+            {
+                Ok(0) => {
+                    return Err(Failure::new(
+                        "spent",
+                        None,
+                        format!(
+                            "no key of ring {} may sign a batch of {} records: their signature \
+                             budgets are used up or they are outside their validity windows",
+                            claim.ring, claim.size
+                        ),
+                    ));
                 }
-            }
-            Err(e) => tracing::warn!(error = %e, ring, "jobs: cannot lease a key"),
+                Ok(_) => {
+                    if waiting_since.is_none() {
+                        waiting_since = Some(Instant::now());
+                        inner.metrics.jobs_key_lease_waits.inc();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ring = %claim.ring, "jobs: cannot count signable keys")
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, ring = %claim.ring, "jobs: cannot lease a key"),
         }
         tokio::select! {
             _ = &mut released => {}

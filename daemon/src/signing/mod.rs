@@ -437,14 +437,7 @@ impl Signing {
         let key_id = guard.id();
         if let Err(why) = self.spend(key_id, count).await? {
             drop(guard);
-            if let Ok(ring) = self.ring_of_key(key_id).await
-                && let Some(pool) = lock(&self.inner.rings).get(&ring).cloned()
-            {
-                for (gone, used) in pool.set_aside(key_id) {
-                    let (store, holder) = (self.inner.store.clone(), self.inner.holder.clone());
-                    tokio::spawn(async move { store.release_lease(gone, &holder, used).await });
-                }
-            }
+            self.set_aside(key_id).await;
             return Err(SigningError::Conflict(why));
         }
         let inner = self.inner.clone();
@@ -546,7 +539,7 @@ impl Signing {
         if want.is_some() {
             return busy;
         }
-        match self.inner.store.signable_keys(&pool.name).await {
+        match self.inner.store.signable_keys(&pool.name, 1).await {
             Ok(0) => SigningError::Conflict(format!(
                 "no key of ring {} may sign now: their signature budgets are used up or they \
                  are outside their validity windows",
@@ -1077,6 +1070,30 @@ impl Signing {
     /// Budgets or windows changed somewhere: read them again before the next signature.
     pub fn limits_changed(&self) {
         lock(&self.inner.limited).clear();
+    }
+
+    /// Key `id` used its budget up (its `key.spent` notice; a spend or a batch job's
+    /// reservation, in any process): stop lending it here at once, rather than letting the
+    /// next request find out, and read its limits again before it signs. Reversible: the key
+    /// is leased again once it may sign (a raised budget, a reservation given back).
+    pub async fn spent_elsewhere(&self, id: Uuid) {
+        lock(&self.inner.limited).remove(&id);
+        self.set_aside(id).await;
+    }
+
+    /// Stops lending key `id` in this process for now (`RingPool::set_aside`) and gives its
+    /// lease back once it is idle.
+    async fn set_aside(&self, id: Uuid) {
+        let Ok(ring) = self.ring_of_key(id).await else {
+            return;
+        };
+        let Some(pool) = lock(&self.inner.rings).get(&ring).cloned() else {
+            return;
+        };
+        for (gone, used) in pool.set_aside(id) {
+            let (store, holder) = (self.inner.store.clone(), self.inner.holder.clone());
+            tokio::spawn(async move { store.release_lease(gone, &holder, used).await });
+        }
     }
 
     /// Sets key `id`'s own budget (`max_signatures`, none for no budget of its own) and window

@@ -97,8 +97,11 @@ pub struct Claim {
     pub last: i64,
     /// The claim number: (holder, attempt) identifies this claim.
     pub attempt: i32,
-    /// The key leased with the claim (and written into the batch's lease history), or `None`
-    /// when every key of the ring was leased: the worker waits for one.
+    /// Records in the batch: the signatures a key must have left in its budget to sign it.
+    pub size: i32,
+    /// The key leased with the claim (its budget charged with `size`, the lease written into
+    /// the batch's lease history), or `None` when no key that may sign the batch was idle:
+    /// the worker waits for one, or gives the batch up if no key of the ring may sign it.
     pub key: Option<crate::store::KeyRecord>,
     /// The batch's first unsigned records (id, data), by id, at most the page asked for.
     pub page: Vec<(i64, Vec<u8>)>,
@@ -240,8 +243,9 @@ pub async fn copy_records(tx: &Transaction<'_>, data: &[Vec<u8>]) -> Result<u64,
 
 /// Creates a job and cuts every record unsigned now into batches of `batch_size` (inside an
 /// audited transaction). A job that finds nothing to sign is done at once. Conflict when a
-/// job is running already or the ring has no active key; not found when the ring does not
-/// exist.
+/// job is running already or no active key of the ring may sign now (a key with some budget
+/// left is enough: the job waits, `blocked`, for batches it cannot sign whole); not found when
+/// the ring does not exist.
 pub async fn create_job(
     tx: &Transaction<'_>,
     id: Uuid,
@@ -266,20 +270,13 @@ pub async fn create_job(
         return Err(StoreError::NotFound(format!("ring {ring}")));
     }
     let usable: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM keys k JOIN rings r ON r.name = k.ring \
-             WHERE k.ring = $1 AND k.state = 'active' AND k.retired_at IS NULL \
-               AND coalesce(k.max_signatures, r.key_max_signatures) IS NULL \
-               AND k.usable_from IS NULL AND k.usable_until IS NULL",
-            &[&ring],
-        )
+        .query_one("SELECT rings_signable_keys($1, 1)", &[&ring])
         .await?
         .try_get(0)?;
     if usable == 0 {
-        // Batch jobs do not count signature budgets yet, so they use only keys without one.
         return Err(StoreError::Conflict(format!(
-            "ring {ring} has no active key without a signature budget or window to sign with \
-             (batch jobs use only such keys)"
+            "no key of ring {ring} may sign now: it has no active key, or their signature \
+             budgets are used up or they are outside their validity windows"
         )));
     }
     tx.execute(
@@ -443,8 +440,10 @@ impl Store {
 
     /// Claims the next open batch of the running job for `holder` until `ttl` from now — a
     /// pending one, or one whose claim expired (its worker died) — leases the least recently
-    /// used idle key of the job's ring with it, and reads the batch's first `page` unsigned
-    /// records: one call, one commit (`jobs_claim_batch`, `sql/V8__claim_in_one_call.sql`).
+    /// used idle key of the job's ring that may sign the whole batch with it (reserving the
+    /// batch's size from the key's budget, see [`Store::lease_batch_key`]), and reads the
+    /// batch's first `page` unsigned records: one call, one commit (`jobs_claim_batch`,
+    /// `sql/V8__claim_in_one_call.sql`, last replaced in `sql/V14__job_budgets.sql`).
     /// Concurrent callers in any process never get the same batch or key (`FOR UPDATE SKIP
     /// LOCKED`).
     pub async fn claim_batch(
@@ -457,7 +456,7 @@ impl Store {
         let stmt = conn
             .prepare_cached(
                 "SELECT c.o_job, c.o_ring, c.o_batch, c.o_seq, c.o_first, c.o_last, c.o_attempt, \
-                        c.o_ids, c.o_data, \
+                        c.o_ids, c.o_data, c.o_size, \
                         k.id, k.token, k.label, k.algorithm, k.public_key, k.fingerprint, k.state \
                  FROM jobs_claim_batch($1, $2, $3) c LEFT JOIN keys k ON k.id = c.o_key",
             )
@@ -470,8 +469,8 @@ impl Store {
             return Ok(ClaimOutcome::Busy(job));
         };
         let page = pair_records(row.try_get(7)?, row.try_get(8)?)?;
-        let key = match row.try_get::<_, Option<Uuid>>(9)? {
-            Some(_) => Some(KeyColumns { row: &row, at: 9 }.read()?),
+        let key = match row.try_get::<_, Option<Uuid>>(10)? {
+            Some(_) => Some(KeyColumns { row: &row, at: 10 }.read()?),
             None => None,
         };
         Ok(ClaimOutcome::Claimed(Box::new(Claim {
@@ -482,6 +481,7 @@ impl Store {
             first: row.try_get(4)?,
             last: row.try_get(5)?,
             attempt: row.try_get(6)?,
+            size: row.try_get(9)?,
             key,
             page,
         })))
@@ -503,28 +503,49 @@ impl Store {
         pair_records(row.try_get(0)?, row.try_get(1)?)
     }
 
-    /// Writes the lease `holder` just took on `key` into the lease history of the batch
-    /// attempt. `false` when the lease is not held (it was lost at once).
-    pub async fn log_lease(
+    /// Leases a key for the batch attempt `holder` claimed (`jobs_lease_key` in
+    /// `sql/V14__job_budgets.sql`): the least recently used idle key of the job's ring that may
+    /// sign the whole batch now, with the batch's size reserved from its budget and the lease
+    /// written into the batch's lease history with the reservation — one transaction, the key
+    /// row locked, so a reservation never races an online spend and never goes unrecorded.
+    /// `None` when no such key is idle (or the claim is no longer `holder`'s).
+    pub async fn lease_batch_key(
         &self,
         batch: i64,
         attempt: i32,
-        key: Uuid,
         holder: &str,
-    ) -> Result<bool, StoreError> {
+        ttl: Duration,
+    ) -> Result<Option<crate::store::KeyRecord>, StoreError> {
         let conn = self.pool.get().await?;
         let stmt = conn
             .prepare_cached(
-                "INSERT INTO batch_leases (batch_id, attempt, key_id, holder, leased_at, expires_at) \
-                 SELECT $1, $2, key_id, holder, acquired_at, expires_at FROM key_leases \
-                  WHERE key_id = $3 AND holder = $4 AND expires_at >= clock_timestamp() \
-                 ON CONFLICT (batch_id, attempt) DO NOTHING",
+                "SELECT k.id, k.token, k.label, k.algorithm, k.public_key, k.fingerprint, k.state \
+                 FROM keys k WHERE k.id = (SELECT jobs_lease_key($1, $2, $3, $4))",
             )
             .await?;
-        let n = conn
-            .execute(&stmt, &[&batch, &attempt, &key, &holder])
+        let row = conn
+            .query_opt(&stmt, &[&batch, &attempt, &holder, &secs(ttl)])
             .await?;
-        Ok(n == 1)
+        row.map(|r| KeyColumns { row: &r, at: 0 }.read())
+            .transpose()
+    }
+
+    /// The size of the running job `job`'s next open batch when no key of its ring may sign a
+    /// batch of that size now (budgets used up, windows closed): the job is blocked until a
+    /// budget is raised. `None` when it is not running or can go on.
+    pub async fn job_blocked(&self, job: Uuid) -> Result<Option<i32>, StoreError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT b.size FROM jobs j CROSS JOIN LATERAL ( \
+                   SELECT n.size FROM batches n WHERE n.job_id = j.id AND n.state <> 'done' \
+                    ORDER BY n.seq LIMIT 1) b \
+                 WHERE j.id = $1 AND j.state = 'running' \
+                   AND rings_signable_keys(j.ring, b.size) = 0",
+                &[&job],
+            )
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
     /// Extends a batch claim (and copies the key lease's expiry, renewed by the caller just
@@ -556,11 +577,13 @@ impl Store {
         Ok(row.try_get::<_, i64>(0)? == 1)
     }
 
-    /// Gives a batch up: its claim goes back to pending (if still this worker's), and the key
+    /// Gives a batch up: its claim goes back to pending (if still this worker's), the key
     /// lease (if `key` is given and still held) is released with `used` signatures recorded
-    /// (`jobs_release_key`: the key keeps its place in the order of least recent use); the
-    /// lease history says when. One transaction, so the history never claims a lease longer
-    /// than it was.
+    /// (`jobs_release_key`: the key keeps its place in the order of least recent use), and the
+    /// part of the attempt's budget reservation that was not used goes back to the key
+    /// (`jobs_settle_reservation`: once, whether or not the lease is still held — the worker
+    /// stopped signing). The lease history says when. One transaction, so the history never
+    /// claims a lease longer than it was.
     pub async fn abandon_batch(
         &self,
         batch: i64,
@@ -574,6 +597,12 @@ impl Store {
             "UPDATE batches SET state = 'pending', claim_expires_at = NULL \
              WHERE id = $1 AND attempts = $2 AND holder = $3 AND state = 'claimed'",
             &[&batch, &attempt, &holder],
+        )
+        .await?;
+        let made = key.map_or(0, |(_, used)| used);
+        tx.execute(
+            "SELECT jobs_settle_reservation($1, $2, $3)",
+            &[&batch, &attempt, &made],
         )
         .await?;
         if let Some((key, used)) = key {

@@ -29,6 +29,10 @@ pub enum Notice {
     AccountDeleted(String),
     /// A key's or a ring's signature budget or window changed.
     LimitsChanged,
+    /// A ring key used its signature budget up (sent by `keys_spend` in
+    /// `sql/V14__job_budgets.sql`, for an online spend or a batch job's reservation): stop
+    /// lending it until it may sign again.
+    KeySpent(Uuid),
 }
 
 impl Notice {
@@ -38,6 +42,7 @@ impl Notice {
             Notice::CertificateStatus(serial) => format!("cert.status {serial}"),
             Notice::AccountDeleted(name) => format!("account.deleted {name}"),
             Notice::LimitsChanged => "limits.changed".to_owned(),
+            Notice::KeySpent(id) => format!("key.spent {id}"),
         }
     }
 
@@ -49,6 +54,7 @@ impl Notice {
             "cert.status" if !arg.is_empty() => Some(Notice::CertificateStatus(arg.to_owned())),
             "account.deleted" if !arg.is_empty() => Some(Notice::AccountDeleted(arg.to_owned())),
             "limits.changed" if arg.is_empty() => Some(Notice::LimitsChanged),
+            "key.spent" => Uuid::parse_str(arg).ok().map(Notice::KeySpent),
             _ => None,
         }
     }
@@ -137,9 +143,16 @@ mod tests {
             Notice::CertificateStatus("00ab".into()),
             Notice::AccountDeleted("alice".into()),
             Notice::LimitsChanged,
+            Notice::KeySpent(id),
         ] {
             assert_eq!(Notice::parse(&n.payload()), Some(n));
         }
+        // The database sends this one itself (`keys_spend`): the same text.
+        assert_eq!(
+            Notice::parse(&format!("key.spent {}", id.hyphenated())),
+            Some(Notice::KeySpent(id))
+        );
+        assert_eq!(Notice::parse("key.spent"), None);
         assert_eq!(Notice::parse("budget.exhausted x"), None);
         assert_eq!(Notice::parse("key.retired not-a-uuid"), None);
     }

@@ -267,41 +267,30 @@ impl Store {
         .transpose()
     }
 
-    /// How many keys of `ring` may sign now (active, budget left, inside their windows).
-    pub async fn signable_keys(&self, ring: &str) -> Result<i64, StoreError> {
+    /// How many active keys of `ring` may make `need` more signatures now (budget left,
+    /// inside their windows): 0 means waiting for a lease will not help.
+    pub async fn signable_keys(&self, ring: &str, need: i64) -> Result<i64, StoreError> {
         let conn = self.pool.get().await?;
-        let row = conn
-            .query_one(
-                "SELECT count(*) FROM keys k JOIN rings r ON r.name = k.ring \
-                 WHERE k.ring = $1 AND k.state = 'active' AND k.retired_at IS NULL \
-                   AND keys_may_sign(k, r.key_max_signatures)",
-                &[&ring],
-            )
+        let stmt = conn
+            .prepare_cached("SELECT rings_signable_keys($1, $2)")
             .await?;
-        Ok(row.try_get(0)?)
+        Ok(conn.query_one(&stmt, &[&ring, &need]).await?.try_get(0)?)
     }
 
     /// Counts `n` signatures of key `id` against its budget, if the budget and the window
-    /// allow them, in the one statement that checks them (so that no number of daemons can
-    /// overrun it). `Ok(Err(why))` when they do not (nothing counted).
+    /// allow them, in the one statement that checks them (`keys_spend` in
+    /// `sql/V14__job_budgets.sql`: no number of daemons and job workers can overrun it; the
+    /// spend that uses the budget up announces `key.spent`). `Ok(Err(why))` when they do not
+    /// (nothing counted).
     pub async fn spend_signatures(
         &self,
         id: Uuid,
         n: i64,
     ) -> Result<Result<(), String>, StoreError> {
         let conn = self.pool.get().await?;
-        let stmt = conn
-            .prepare_cached(
-                "UPDATE keys k SET signatures_spent = k.signatures_spent + \
-                   CASE WHEN coalesce(k.max_signatures, r.key_max_signatures) IS NULL THEN 0 ELSE $2 END \
-                 FROM rings r WHERE k.id = $1 AND r.name = k.ring \
-                   AND (coalesce(k.max_signatures, r.key_max_signatures) IS NULL \
-                        OR k.signatures_spent + $2 <= coalesce(k.max_signatures, r.key_max_signatures)) \
-                   AND (k.usable_from IS NULL OR k.usable_from <= clock_timestamp()) \
-                   AND (k.usable_until IS NULL OR clock_timestamp() < k.usable_until)",
-            )
-            .await?;
-        if conn.execute(&stmt, &[&id, &n]).await? == 1 {
+        let stmt = conn.prepare_cached("SELECT keys_spend($1, $2)").await?;
+        let counted: Option<i64> = conn.query_one(&stmt, &[&id, &n]).await?.try_get(0)?;
+        if counted.is_some() {
             return Ok(Ok(()));
         }
         drop(conn);
@@ -351,21 +340,10 @@ impl Store {
     /// Leases the least recently used active key of `ring` that nobody holds (or whose lease
     /// expired) to `holder` for `ttl`, skipping `exclude`. Concurrent callers, in any process,
     /// never get the same key: the key row is locked (`FOR UPDATE SKIP LOCKED`) while the lease
-    /// is written. Returns `None` when every key is leased.
+    /// is written. Only keys that may make one more signature now are leased (budget left,
+    /// inside their windows). Returns `None` when every such key is leased.
     pub async fn lease_lru_key(
         &self,
-        ring: &str,
-        holder: &str,
-        ttl: Duration,
-        exclude: &[Uuid],
-    ) -> Result<Option<RingKey>, StoreError> {
-        self.lease_with("rings_lease_lru_key", ring, holder, ttl, exclude)
-            .await
-    }
-
-    async fn lease_with(
-        &self,
-        function: &'static str,
         ring: &str,
         holder: &str,
         ttl: Duration,
@@ -375,26 +353,13 @@ impl Store {
         let stmt = conn
             .prepare_cached(&format!(
                 "SELECT {RING_KEY_COLUMNS} FROM keys \
-                 WHERE id = (SELECT {function}($1, $2, $3, $4))"
+                 WHERE id = (SELECT rings_lease_lru_key($1, $2, $3, $4))"
             ))
             .await?;
         let row = conn
             .query_opt(&stmt, &[&ring, &holder, &interval_secs(ttl), &exclude])
             .await?;
         row.as_ref().map(ring_key_from_row).transpose()
-    }
-
-    /// [`Store::lease_lru_key`] for batch jobs, which do not count budgets yet: only keys
-    /// without a budget or window.
-    pub async fn lease_lru_unlimited_key(
-        &self,
-        ring: &str,
-        holder: &str,
-        ttl: Duration,
-        exclude: &[Uuid],
-    ) -> Result<Option<RingKey>, StoreError> {
-        self.lease_with("rings_lease_unlimited_key", ring, holder, ttl, exclude)
-            .await
     }
 
     /// Leases one given key (if idle) to `holder` for `ttl`.
