@@ -7,7 +7,7 @@
 //! What every operation of a listener may answer because of the layers in front of the
 //! handlers — the mTLS API's identity check (403), rate limit (429 with `Retry-After`), edge
 //! checks of the request (400) and an unavailable database (503); the public listener's edge
-//! checks — is added here once ([`Listeners`]), as is the problem+json body of every error
+//! checks — is added here once (`Listeners`), as is the problem+json body of every error
 //! answer, so the handlers' annotations list only what the handlers themselves answer.
 
 use utoipa::openapi::header::HeaderBuilder;

@@ -831,7 +831,7 @@ async fn get_certificate(
 struct RevokeBody {
     /// RFC 5280's name: `unspecified` (default), `keyCompromise`, `affiliationChanged`,
     /// `superseded`, `cessationOfOperation`, `privilegeWithdrawn`.
-    #[schema(value_type = Option<String>, example = "keyCompromise")]
+    #[schema(value_type = String, example = "keyCompromise")]
     #[serde(default)]
     reason: RevocationReason,
 }

@@ -497,8 +497,8 @@ async fn sign_inner(
 #[serde(untagged)]
 #[allow(dead_code)] // A schema only: the handler answers with either type directly.
 enum SignAnswer {
-    Raw(RawSignature),
-    Formats(formats::FormatsAnswer),
+    Raw(Box<RawSignature>),
+    Formats(Box<formats::FormatsAnswer>),
 }
 
 /// A raw signature.
