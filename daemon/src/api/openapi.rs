@@ -23,26 +23,6 @@ const CLIENT_CERTIFICATE: &str = "client-certificate";
 /// The media type of every error answer (RFC 9457).
 pub(super) const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An error answer (RFC 9457). Some carry extension members (`items` of a refused batch,
-/// `readiness` of an unready daemon).
-#[derive(ToSchema)]
-#[schema(as = Problem)]
-#[allow(dead_code)] // A schema only: the answers are written by `ApiError`.
-pub(super) struct Problem {
-    /// `urn:signetd:problem:<kind>`, e.g. `urn:signetd:problem:conflict`.
-    #[schema(rename = "type", example = "urn:signetd:problem:not-found")]
-    type_: String,
-    /// A short, fixed summary of the kind.
-    #[schema(example = "Not found")]
-    title: String,
-    /// The HTTP status.
-    #[schema(example = 404)]
-    status: u16,
-    /// What went wrong, for a human; never carries secrets.
-    #[schema(example = "no such key")]
-    detail: String,
-}
-
 /// Bytes of a binary answer or upload (a certificate, a package, a signature).
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
@@ -150,7 +130,7 @@ pub(super) struct VerifyUpload {
         super::timestamp::tsa_pem,
         super::timestamp::tsa_der,
     ),
-    components(schemas(Problem, Binary, crate::audit::Receipt)),
+    components(schemas(super::problem::Body, Binary, crate::audit::Receipt)),
     modifiers(&Listeners),
     tags(
         (name = "api", description = "The mTLS API listener (HTTPS, client certificate required)."),

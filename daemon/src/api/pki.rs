@@ -1139,11 +1139,11 @@ pub(super) const OCSP_MAX_BODY: usize = signet_certs::ocsp::OCSP_REQUEST_MAX_SIZ
         (status = 200, description = "An OCSP response (RFC 6960), signed by the responder", content_type = "application/ocsp-response", body = super::openapi::Binary),
         (status = 400, description = "A malformed request: the OCSP `malformedRequest` response, or a problem", content(
             (super::openapi::Binary = "application/ocsp-response"),
-            (super::openapi::Problem = "application/problem+json"),
+            (super::problem::Body = "application/problem+json"),
         )),
         (status = 503, description = "`tryLater`: the database or token is unavailable", content(
             (super::openapi::Binary = "application/ocsp-response"),
-            (super::openapi::Problem = "application/problem+json"),
+            (super::problem::Body = "application/problem+json"),
         )),
         (status = 413, description = "The request is larger than allowed"),
         (status = 415, description = "Not application/ocsp-request"),
@@ -1173,11 +1173,11 @@ pub(super) async fn ocsp_post(
         (status = 200, description = "An OCSP response (RFC 6960), signed by the responder", content_type = "application/ocsp-response", body = super::openapi::Binary),
         (status = 400, description = "A malformed request: the OCSP `malformedRequest` response, or a problem", content(
             (super::openapi::Binary = "application/ocsp-response"),
-            (super::openapi::Problem = "application/problem+json"),
+            (super::problem::Body = "application/problem+json"),
         )),
         (status = 503, description = "`tryLater`: the database or token is unavailable", content(
             (super::openapi::Binary = "application/ocsp-response"),
-            (super::openapi::Problem = "application/problem+json"),
+            (super::problem::Body = "application/problem+json"),
         )),
     ),
 )]

@@ -19,12 +19,23 @@ pub struct ApiError {
     receipt: Option<crate::audit::Receipt>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// An error answer (RFC 9457). Some carry extension members (`items` of a refused batch,
+/// `readiness` of an unready daemon).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub(super) struct Body<'a> {
+    /// `urn:signetd:problem:<kind>`, e.g. `urn:signetd:problem:conflict`.
     #[serde(rename = "type")]
+    #[schema(example = "urn:signetd:problem:not-found")]
     type_: String,
+    /// A short, fixed summary of the kind.
+    #[schema(example = "Not found")]
     title: &'a str,
+    /// The HTTP status.
+    #[schema(example = 404)]
     status: u16,
+    /// What went wrong, for a human; never carries secrets.
+    #[schema(example = "no such key")]
     detail: &'a str,
 }
 
