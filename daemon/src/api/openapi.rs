@@ -130,7 +130,10 @@ pub(super) struct VerifyUpload {
         super::timestamp::tsa_pem,
         super::timestamp::tsa_der,
     ),
-    components(schemas(super::problem::Body, Binary, crate::audit::Receipt)),
+    components(
+        schemas(super::problem::Body, Binary, crate::audit::Receipt),
+        responses(super::pki::CertificateAnswer, super::pki::IssuedCertificate),
+    ),
     modifiers(&Listeners),
     tags(
         (name = "api", description = "The mTLS API listener (HTTPS, client certificate required)."),

@@ -232,7 +232,7 @@ impl From<AccountRow> for AccountBody {
 /// A certificate as shown; `certificate_pem` only for a single certificate.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = Certificate)]
-struct CertBody {
+pub(super) struct CertBody {
     /// Hex.
     serial: String,
     /// The account of a client certificate.
@@ -309,6 +309,30 @@ enum Format {
     Json,
     Pem,
     Der,
+}
+
+/// A certificate, in the `format` asked for (what [`certificate_response`] answers).
+#[derive(utoipa::ToResponse)]
+#[response(headers(("x-certificate-serial" = String, description = "The serial, hex")))]
+#[allow(dead_code, clippy::large_enum_variant)] // A response description only: never built.
+pub(super) enum CertificateAnswer {
+    Json(#[content("application/json")] CertBody),
+    Pem(#[content("application/x-pem-file")] String),
+    Der(#[content("application/pkix-cert")] super::openapi::Binary),
+}
+
+/// A new certificate, in the `format` asked for, with the receipt of its issuance.
+#[derive(utoipa::ToResponse)]
+#[response(headers(
+    ("x-certificate-serial" = String, description = "The serial, hex"),
+    ("Location" = Option<String>, description = "`/v1/certificates/<serial>` (account certificates)"),
+    ("Audit-Receipt" = String, description = "`<seq>:<leaf hash>` of the issuance's audit entry"),
+))]
+#[allow(dead_code, clippy::large_enum_variant)] // A response description only: never built.
+pub(super) enum IssuedCertificate {
+    Json(#[content("application/json")] WithReceipt<CertBody>),
+    Pem(#[content("application/x-pem-file")] String),
+    Der(#[content("application/pkix-cert")] super::openapi::Binary),
 }
 
 fn certificate_response(
@@ -662,14 +686,7 @@ struct IssueQuery {
         (String = "application/pkcs10"),
     )),
     responses(
-        (status = 201, description = "The certificate, in the `format` asked for", content(
-            (WithReceipt<CertBody> = "application/json"),
-            (String = "application/x-pem-file"),
-            (super::openapi::Binary = "application/pkix-cert"),
-        ), headers(
-            ("Location" = String, description = "`/v1/certificates/<serial>`"),
-            ("x-certificate-serial" = String, description = "The serial, hex"),
-        )),
+        (status = 201, response = IssuedCertificate),
         (status = 400, description = "A bad CSR, profile, validity or name"),
         (status = 404, description = "No such account, or it was deleted"),
         (status = 413, description = "The body is larger than allowed"),
@@ -787,12 +804,7 @@ struct FormatQuery {
     tag = "api",
     params(("serial" = String, Path, description = "The serial, hex"), FormatQuery),
     responses(
-        (status = 200, description = "The certificate", content(
-            (CertBody = "application/json"),
-            (String = "application/x-pem-file"),
-            (super::openapi::Binary = "application/pkix-cert"),
-        ),
-         headers(("x-certificate-serial" = String, description = "The serial, hex"))),
+        (status = 200, response = CertificateAnswer),
         (status = 400, description = "Not a serial"),
         (status = 404, description = "No such certificate"),
     ),
@@ -985,13 +997,7 @@ fn key_id(id: &str) -> Result<Uuid, ApiError> {
     params(("id" = String, Path, description = "The key's id (UUID)"), FormatQuery),
     request_body(content = Option<KeyCertBody>, content_type = "application/json", description = "Optional; no body: the defaults"),
     responses(
-        (status = 201, description = "The certificate", content(
-            (WithReceipt<CertBody> = "application/json"),
-            (String = "application/x-pem-file"),
-            (super::openapi::Binary = "application/pkix-cert"),
-        ), headers(
-            ("x-certificate-serial" = String, description = "The serial, hex"),
-        )),
+        (status = 201, response = IssuedCertificate),
         (status = 400, description = "Not a key id, a bad subject or validity"),
         (status = 404, description = "No such key"),
         (status = 409, description = "The key is not active"),
@@ -1053,12 +1059,7 @@ async fn issue_key_certificate(
     tag = "api",
     params(("id" = String, Path, description = "The key's id (UUID)"), FormatQuery),
     responses(
-        (status = 200, description = "The certificate", content(
-            (CertBody = "application/json"),
-            (String = "application/x-pem-file"),
-            (super::openapi::Binary = "application/pkix-cert"),
-        ),
-         headers(("x-certificate-serial" = String, description = "The serial, hex"))),
+        (status = 200, response = CertificateAnswer),
         (status = 400, description = "Not a key id"),
         (status = 404, description = "No such key, or no active certificate"),
     ),
