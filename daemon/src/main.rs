@@ -282,18 +282,35 @@ fn run_bench(
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         println!(
-            "{:<10} {:>8} {:>7} {:>12} {:>10} {:>20}",
-            "algorithm", "sessions", "keys", "signatures", "sign/s", "verify/s (1 thread)"
+            "{:<10} {:>8} {:>7} {:>12} {:>10} {:>20} {:>10} {:>12}",
+            "algorithm",
+            "sessions",
+            "keys",
+            "signatures",
+            "sign/s",
+            "verify/s (1 thread)",
+            "floor/s",
+            "sign µs cpu"
         );
         for r in &results {
             println!(
-                "{:<10} {:>8} {:>7} {:>12} {:>10.0} {:>20.0}",
+                "{:<10} {:>8} {:>7} {:>12} {:>10.0} {:>20.0} {:>10.0} {:>12.1}",
                 r.algorithm.as_str(),
                 r.sessions,
                 if r.token_keys { "token" } else { "session" },
                 r.signatures,
                 r.per_second,
-                r.verify_per_second
+                r.verify_per_second,
+                r.floor_per_second,
+                r.sign_cpu_us
+            );
+        }
+        if let Some(r) = results.first() {
+            println!(
+                "floor/s = 1/(1/S + 1/({n}·V)): S = sign/s with these sessions, V = verify/s on one \
+                 thread, {n} cores; the token's signature and its verification before release, \
+                 nothing else",
+                n = r.cores
             );
         }
     }

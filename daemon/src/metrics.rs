@@ -37,6 +37,9 @@ pub struct Metrics {
     pub audit_commit_duration: prometheus::Histogram,
     /// Audit batches that failed to commit (their operations failed with 503).
     pub audit_failures: IntCounter,
+    /// Operations withheld by the audit writer because their caller may no longer be served
+    /// (held, revoked, deleted or expired between `identify` and the commit).
+    pub audit_callers_refused: IntCounter,
     /// Checkpoints signed.
     pub audit_checkpoints: IntCounter,
     /// Signed checkpoints that could not be written to `audit.checkpoint_dir`.
@@ -185,6 +188,10 @@ impl Metrics {
             audit_failures: IntCounter::new(
                 "audit_commit_failures_total",
                 "Audit batches that failed to commit",
+            )?,
+            audit_callers_refused: IntCounter::new(
+                "audit_callers_refused_total",
+                "Operations withheld at commit because their caller may no longer be served",
             )?,
             audit_checkpoints: IntCounter::new("audit_checkpoints_total", "Checkpoints signed")?,
             audit_checkpoint_save_failures: IntCounter::new(
@@ -344,6 +351,8 @@ impl Metrics {
         m.registry
             .register(Box::new(m.audit_commit_duration.clone()))?;
         m.registry.register(Box::new(m.audit_failures.clone()))?;
+        m.registry
+            .register(Box::new(m.audit_callers_refused.clone()))?;
         m.registry.register(Box::new(m.audit_checkpoints.clone()))?;
         m.registry
             .register(Box::new(m.audit_checkpoint_save_failures.clone()))?;

@@ -180,8 +180,37 @@ fn dev_serves_quickly_and_its_printed_lines_work() {
                     assert!(rate > 0.0, "{row}");
                     let verify: f64 = cols[5].parse().unwrap();
                     assert!(verify > 0.0, "{row}");
+                    // The crypto floor: below both the signing rate and the cores' verification.
+                    let floor: f64 = cols[6].parse().unwrap();
+                    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+                    let expected = 1.0 / (1.0 / rate + 1.0 / (cores * verify));
+                    assert!(
+                        (floor - expected).abs() <= 1.0 + expected * 0.01,
+                        "floor {floor}, expected {expected}: {row}"
+                    );
+                    assert!(cols[7].parse::<f64>().unwrap() > 0.0, "{row}");
                 }
             }
+            // The same as JSON, for scripts: the floor from the two rates it names.
+            let json = sh(&format!(
+                ". {}/env && {} hsm-bench --seconds 0.2 --sessions 2 --algorithms ec-p256 --json",
+                support::s(&dir),
+                env!("CARGO_BIN_EXE_signetd")
+            ));
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+            let r = &rows[0];
+            let (s, v) = (
+                r["per_second"].as_f64().unwrap(),
+                r["verify_per_second"].as_f64().unwrap(),
+            );
+            let n = r["cores"].as_f64().unwrap();
+            let f = r["floor_per_second"].as_f64().unwrap();
+            assert!(s > 0.0 && v > 0.0 && n >= 1.0, "{json}");
+            assert!(
+                (f - 1.0 / (1.0 / s + 1.0 / (n * v))).abs() < 1e-6 * f,
+                "{json}"
+            );
+            assert!(r["sign_cpu_us"].as_f64().unwrap() > 0.0, "{json}");
             // With token objects, as the daemon's keys are: measured, then removed again.
             let objects = || {
                 walk_files(&dir.join("softhsm"))

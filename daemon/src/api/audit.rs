@@ -38,6 +38,9 @@ impl From<AuditError> for ApiError {
             AuditError::OutOfRange(m) => ApiError::bad_request(m),
             AuditError::Encoding(m) => ApiError::bad_request(m),
             AuditError::Operation { error, .. } => ApiError::from(error),
+            AuditError::CallerRefused { reason, receipt } => {
+                ApiError::forbidden(reason).with_receipt(receipt)
+            }
             AuditError::Corrupt(_) | AuditError::Key(_) => {
                 tracing::error!(error = %e, "audit log error");
                 ApiError::internal()

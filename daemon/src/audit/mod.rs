@@ -41,6 +41,17 @@ pub enum AuditError {
         /// The entry recording the failure.
         receipt: Receipt,
     },
+    /// The caller may no longer be served (its certificate was held or revoked, its account
+    /// deleted, or the certificate expired), found by the writer inside the transaction: the
+    /// operation's answer is withheld, its mutation did not run, and the refusal is in the log
+    /// under `receipt`.
+    #[error("caller refused: {reason}")]
+    CallerRefused {
+        /// Why, safe for the client.
+        reason: String,
+        /// The entry recording the refusal.
+        receipt: Receipt,
+    },
     /// A read asked for something outside the tree.
     #[error("{0}")]
     OutOfRange(String),

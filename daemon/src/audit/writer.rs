@@ -2,6 +2,7 @@
 //! transaction (one fsync), under the database-wide writer lock, and answers each caller only
 //! after the commit. Checkpoints are signed in the same transaction when due, or on a timer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -209,19 +210,40 @@ impl Writer {
         let outcome: Result<Frontier, AuditError> = async {
             let mut conn = self.store.writer_connection().await?;
             let tx = conn.transaction().await.map_err(StoreError::from)?;
-            let size = sql::lock_writer(&tx).await?;
+            // Invariant 7: every caller of the group is checked under the lock, in the same
+            // round trip (the server runs the two statements in order, the check after the
+            // lock is held), so a hold committed anywhere before this commit can take effect
+            // withholds this caller's answer: `api::identify` may have let it in from its cache.
+            let gated = gated_callers(&jobs);
+            let (size, mut refused) = if gated.is_empty() {
+                (sql::lock_writer(&tx).await?, HashMap::new())
+            } else {
+                tokio::try_join!(sql::lock_writer(&tx), sql::refused_callers(&tx, &gated))?
+            };
             let mut frontier = self.load_frontier(&tx, size).await?;
-            // The mutations first, in order; a run of contained ones is sent back to back.
+            // The mutations first, in order; a run of contained ones is sent back to back. A
+            // refused caller's mutation does not run.
             let mut failures: Vec<Option<StoreError>> = Vec::with_capacity(jobs.len());
+            let mut refusals: Vec<Option<String>> = Vec::with_capacity(jobs.len());
             let mut records = Vec::with_capacity(jobs.len());
             let mut contained: Vec<(usize, Mutation)> = Vec::new();
+            let mut had_mutation: Vec<bool> = Vec::with_capacity(jobs.len());
+            let mut mutated = false;
             for (i, (record, mutation)) in jobs.into_iter().enumerate() {
-                records.push(record);
+                let refusal = is_gated(&record)
+                    .then(|| refused.get(&record.actor.fingerprint).cloned())
+                    .flatten();
                 failures.push(None);
+                had_mutation.push(mutation.is_some() && refusal.is_none());
                 match mutation {
+                    _ if refusal.is_some() => {}
                     None => {}
-                    Some((mutation, Guard::Contained)) => contained.push((i, mutation)),
+                    Some((mutation, Guard::Contained)) => {
+                        mutated = true;
+                        contained.push((i, mutation));
+                    }
                     Some((mutation, Guard::Savepoint)) => {
+                        mutated = true;
                         run_contained(&tx, &mut contained, &mut failures).await?;
                         tx.batch_execute("SAVEPOINT op")
                             .await
@@ -241,13 +263,37 @@ impl Writer {
                         }
                     }
                 }
+                refusals.push(refusal);
+                records.push(record);
             }
             run_contained(&tx, &mut contained, &mut failures).await?;
+            // A mutation of this group may itself have held or revoked a caller of it (or
+            // deleted its account): the plain records are checked again after the mutations.
+            let plain: Vec<usize> = (0..records.len())
+                .filter(|&i| refusals[i].is_none() && is_gated(&records[i]) && !had_mutation[i])
+                .collect();
+            if mutated && !plain.is_empty() {
+                let again: Vec<String> = plain
+                    .iter()
+                    .map(|&i| records[i].actor.fingerprint.clone())
+                    .collect();
+                refused = sql::refused_callers(&tx, &again).await?;
+                for i in plain {
+                    refusals[i] = refused.get(&records[i].actor.fingerprint).cloned();
+                }
+            }
             let mut entries = Vec::with_capacity(records.len());
             let mut nodes = Vec::new();
-            for (mut record, failure) in records.into_iter().zip(failures) {
+            for ((mut record, failure), refusal) in records.into_iter().zip(failures).zip(refusals)
+            {
                 if let Some(e) = &failure {
                     record.result = format!("error:{}", store_error_kind(e));
+                }
+                if refusal.is_some() {
+                    // The entry says what happened: the caller was refused, nothing released.
+                    record.result = "error:forbidden".to_owned();
+                    record.output_digest = None;
+                    self.metrics.audit_callers_refused.inc();
                 }
                 let entry = entry_from(&record, frontier.size(), now_micros());
                 let leaf = entry
@@ -259,9 +305,10 @@ impl Writer {
                     seq: entry.seq,
                     leaf_hash: hex::encode(leaf_hash),
                 };
-                results.push(match failure {
-                    None => Ok(receipt),
-                    Some(error) => Err(AuditError::Operation { error, receipt }),
+                results.push(match (failure, refusal) {
+                    (_, Some(reason)) => Err(AuditError::CallerRefused { reason, receipt }),
+                    (None, None) => Ok(receipt),
+                    (Some(error), None) => Err(AuditError::Operation { error, receipt }),
                 });
                 entries.push(entry);
             }
@@ -403,6 +450,25 @@ async fn run_contained(
         }
     }
     Ok(())
+}
+
+/// Whether the writer checks this record's caller before it commits: an operation that
+/// succeeded on behalf of a client certificate. (Refusals and failures are logged as they are;
+/// the daemon's own entries have no caller.)
+fn is_gated(record: &Record) -> bool {
+    !record.actor.fingerprint.is_empty() && record.result == "ok"
+}
+
+/// The distinct callers of a group whose records are gated ([`is_gated`]).
+fn gated_callers(jobs: &[(Record, Option<(Mutation, Guard)>)]) -> Vec<String> {
+    let mut callers: Vec<String> = jobs
+        .iter()
+        .filter(|(record, _)| is_gated(record))
+        .map(|(record, _)| record.actor.fingerprint.clone())
+        .collect();
+    callers.sort_unstable();
+    callers.dedup();
+    callers
 }
 
 fn store_error_kind(e: &StoreError) -> &'static str {

@@ -1,7 +1,8 @@
 //! hsm::bench: the raw token ceiling — C_Sign throughput per algorithm with 1..N sessions, no
 //! HTTP, no database. Every later benchmark is reported as a ratio to these figures. Also
 //! measures, apart, what the daemon adds to every signature on its own CPU: the software
-//! verification before release (invariant 8).
+//! verification before release (invariant 8), and the crypto floor the two make together: what
+//! the machine's cores could release if they did nothing but sign and verify.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -29,6 +30,30 @@ pub struct BenchResult {
     /// Software verifications per second on one thread with the daemon's verifier, measured
     /// after the signing (not at the same time).
     pub verify_per_second: f64,
+    /// The cores of this machine (`available_parallelism`), the N of the floor.
+    pub cores: usize,
+    /// The crypto floor F = 1 / (1/S + 1/(N·V)): signatures per second the machine releases
+    /// when every core does nothing but the token's signature (S with these sessions) and its
+    /// verification before release (V per core). Every throughput benchmark is reported as a
+    /// ratio to it.
+    pub floor_per_second: f64,
+    /// CPU time the token spends on one signature, in µs: the busy threads (sessions, at most
+    /// the cores) over S. What "less the token's signing time" subtracts from host cost.
+    pub sign_cpu_us: f64,
+}
+
+/// The crypto floor of `cores` cores for a token signing `sign` per second and a verifier doing
+/// `verify` per second on one core: F = 1 / (1/S + 1/(N·V)).
+pub fn floor(sign: f64, verify: f64, cores: usize) -> f64 {
+    if sign <= 0.0 || verify <= 0.0 {
+        return 0.0;
+    }
+    1.0 / (1.0 / sign + 1.0 / (cores.max(1) as f64 * verify))
+}
+
+/// The cores this process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Measures C_Sign throughput on `token` for each algorithm and session count. Each thread
@@ -164,14 +189,23 @@ fn measure(
         Some(signed) => measure_verify(algorithm, &signed, duration.min(Duration::from_secs(1)))?,
         None => 0.0,
     };
+    let per_second = total as f64 / seconds;
+    let cores = cores();
     Ok(BenchResult {
         algorithm,
         sessions,
         signatures: total,
         seconds,
-        per_second: total as f64 / seconds,
+        per_second,
         token_keys,
         verify_per_second,
+        cores,
+        floor_per_second: floor(per_second, verify_per_second, cores),
+        sign_cpu_us: if per_second > 0.0 {
+            1e6 * sessions.min(cores) as f64 / per_second
+        } else {
+            0.0
+        },
     })
 }
 
@@ -202,4 +236,19 @@ fn measure_verify(
 /// The message every benchmark signature is over: 32 bytes.
 fn bench_message() -> Vec<u8> {
     HashAlg::Sha256.digest(b"signetd hsm-bench")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::floor;
+
+    #[test]
+    fn the_floor_adds_the_signature_and_its_share_of_verification() {
+        // 2 cores: 40,000 sign/s and 20,000 verify/s per core: 1/(1/40000 + 1/40000).
+        assert!((floor(40_000.0, 20_000.0, 2) - 20_000.0).abs() < 1e-6);
+        // RSA: verification nearly free, the floor is just under S.
+        let f = floor(3_500.0, 65_000.0, 2);
+        assert!(f < 3_500.0 && f > 3_400.0, "{f}");
+        assert_eq!(floor(0.0, 1.0, 2), 0.0);
+    }
 }

@@ -66,12 +66,47 @@ fn entry_from_row(r: &tokio_postgres::Row) -> Result<Entry, StoreError> {
 const ENTRY_COLUMNS: &str = "seq, time, actor_fingerprint, actor_account, action, subject, params_digest, output_digest, result";
 
 /// Takes the writer lock for the rest of the transaction; returns the current tree size.
-pub async fn lock_writer(tx: &tokio_postgres::Transaction<'_>) -> Result<u64, StoreError> {
+pub async fn lock_writer(tx: &deadpool_postgres::Transaction<'_>) -> Result<u64, StoreError> {
     // One round trip: the lock, then the size read after it (`sql/V7__writer_round_trips.sql`).
-    let row = tx
-        .query_one("SELECT audit_lock_writer($1)", &[&WRITER_LOCK])
-        .await?;
+    let stmt = tx.prepare_cached("SELECT audit_lock_writer($1)").await?;
+    let row = tx.query_one(&stmt, &[&WRITER_LOCK]).await?;
     to_u64(row.try_get(0)?)
+}
+
+/// The callers among `fingerprints` that may not be served now, each with the reason
+/// ([`super::standing_refusal`]): run inside the writer's transaction after [`lock_writer`],
+/// so it sees every status change committed before the group's entries can commit (a status
+/// change commits under the same lock, with its own entry). One statement for the whole group.
+pub async fn refused_callers(
+    tx: &deadpool_postgres::Transaction<'_>,
+    fingerprints: &[String],
+) -> Result<HashMap<String, String>, StoreError> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT f.fp, c.status, a.deleted_at IS NOT NULL, c.not_after \
+             FROM unnest($1::text[]) AS f(fp) \
+             LEFT JOIN certificates c ON c.fingerprint = f.fp \
+             LEFT JOIN accounts a ON a.id = c.account_id",
+        )
+        .await?;
+    let now = OffsetDateTime::now_utc();
+    let mut refused = HashMap::new();
+    for row in tx.query(&stmt, &[&fingerprints]).await? {
+        let fingerprint: String = row.try_get(0)?;
+        let status: Option<String> = row.try_get(1)?;
+        let deleted: Option<bool> = row.try_get(2)?;
+        let not_after: Option<OffsetDateTime> = row.try_get(3)?;
+        let reason = super::standing_refusal(
+            status.as_deref(),
+            deleted.unwrap_or(false),
+            not_after.unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            now,
+        );
+        if let Some(reason) = reason {
+            refused.insert(fingerprint, reason);
+        }
+    }
+    Ok(refused)
 }
 
 /// The number of entries (the next sequence number).

@@ -153,6 +153,37 @@ pub struct Identity {
     pub not_after: OffsetDateTime,
 }
 
+impl Identity {
+    /// Why this caller may not be served now, if it may not: the certificate is not active,
+    /// the account was deleted, or the certificate has expired.
+    pub fn refusal(&self, now: OffsetDateTime) -> Option<String> {
+        standing_refusal(
+            Some(&self.status),
+            self.account_deleted,
+            self.not_after,
+            now,
+        )
+    }
+}
+
+/// Why a caller with this standing may not be served (`status` `None`: no such certificate);
+/// `None` when it may. The one rule behind `api::identify` and the audit writer's check of
+/// every caller of a group ([`audit::refused_callers`]).
+pub fn standing_refusal(
+    status: Option<&str>,
+    account_deleted: bool,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Option<String> {
+    match status {
+        None => Some("this client certificate is not registered".to_owned()),
+        Some(s) if s != "active" => Some(format!("this client certificate is {s}")),
+        Some(_) if account_deleted => Some("this account was deleted".to_owned()),
+        Some(_) if not_after < now => Some("this client certificate has expired".to_owned()),
+        Some(_) => None,
+    }
+}
+
 /// Pool statistics for metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolStatus {
