@@ -168,7 +168,7 @@ fn main() {
             .await
             .unwrap();
         let actor = Actor {
-            fingerprint: "ab".repeat(32),
+            fingerprint: String::new(),
             account: "bench".into(),
         };
         let (account, _) = app
