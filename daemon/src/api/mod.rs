@@ -288,6 +288,7 @@ async fn identify(State(app): State<App>, mut request: Request, next: Next) -> R
     } else {
         app.identities.get(&peer.fingerprint)
     };
+    let from_database = cached.is_none();
     let identity = match cached {
         Some(identity) => Some(identity),
         None => match app.store.identity(&peer.fingerprint).await {
@@ -300,7 +301,9 @@ async fn identify(State(app): State<App>, mut request: Request, next: Next) -> R
         None => Some("this client certificate is not registered".to_owned()),
         Some(i) => i.refusal(now),
     };
-    if let (Some(identity), None) = (&identity, &refusal) {
+    // Kept only when just read: a cached entry is not renewed by its use, so it is read again
+    // at least every `identities::TTL`.
+    if let (true, Some(identity), None) = (from_database, &identity, &refusal) {
         app.identities.put(&peer.fingerprint, identity);
     }
     let subject = request_subject(&request);
