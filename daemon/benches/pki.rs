@@ -1,9 +1,11 @@
 //! Certificate authority benchmark (not a timed test): certificates issued per second (CSR →
 //! certificate: parse and check the CSR, sign in the token, verify the signature, store it
 //! with its audit entry, fsync on) and OCSP responses per second (with a nonce, so signed
-//! every time; and without, so answered from the cache after the first), each printed next to
-//! the raw token ceiling for ec-p256 and the audit append rate (the commit every issuance waits
-//! for) measured in the same run. Runs the daemon's own service
+//! every time; and without, so answered from the cache after the first), each printed as a
+//! ratio to the crypto floor of the CA key (one key, so one session: its C_Sign and the
+//! verification before release, `signetd hsm-bench`'s F) and to its raw token ceiling, both
+//! measured before and after in the same run, next to the audit append rate (the commit every
+//! issuance waits for). Runs the daemon's own service
 //! functions against a real PostgreSQL cluster and SoftHSM2 tokens made for the run; CSRs and
 //! OCSP requests are made by OpenSSL.
 //!
@@ -150,19 +152,22 @@ fn main() {
             .await
             .unwrap();
 
-        // The ceiling: raw C_Sign on the CA's token, ec-p256, 1 and 2 sessions.
-        let ceiling = signetd::hsm::bench::run(
-            &hsm,
-            "ca",
-            &[KeyAlgorithm::EcP256],
-            &[1, 2],
-            Duration::from_secs_f64(args.seconds.min(3.0)),
-            false,
-        )
-        .unwrap();
-        let one = ceiling[0].per_second;
-        println!("token ceiling, ec-p256 C_Sign/s: 1 session {one:.0}, 2 sessions {:.0}", ceiling[1].per_second);
-        println!("(the CA key is one key: one session, so 1 session is the ceiling of every CA signature)\n");
+        // The limits of every CA signature, before and after: raw C_Sign on the CA's token
+        // (ec-p256) and the crypto floor of one session (the CA key is one key: one session).
+        let limits = |hsm: &signetd::hsm::Hsm| {
+            signetd::hsm::bench::run(
+                hsm,
+                "ca",
+                &[KeyAlgorithm::EcP256],
+                &[1],
+                Duration::from_secs_f64(args.seconds.min(3.0)),
+                false,
+            )
+            .unwrap()
+            .remove(0)
+        };
+        let before = limits(&hsm);
+        let bench_hsm = hsm.clone();
 
         let (app, _tls) = signetd::app::App::start(config, hsm, store, metrics)
             .await
@@ -192,8 +197,8 @@ fn main() {
         let csrs = Arc::new(csrs);
 
         // The floor under every audited operation: one audit append (group commit, fsync).
-        println!("audit appends alone (the commit every issuance waits for), {}s each:", args.seconds);
-        println!("{:>12} {:>12}", "concurrency", "appends/s");
+        // (operation, concurrency, per second, whether it signs in the token)
+        let mut rows: Vec<(&str, usize, f64, bool)> = Vec::new();
         for &c in &args.concurrency {
             let (audit, actor) = (app.audit.clone(), actor.clone());
             let r = rate(c, args.seconds, move |i| {
@@ -211,12 +216,9 @@ fn main() {
                 }
             })
             .await;
-            println!("{c:>12} {r:>12.0}");
+            rows.push(("audit append alone (the commit every issuance waits for)", c, r, false));
         }
-        println!();
 
-        println!("issuance, CSR (P-256) → mtls-client certificate, audited, fsync on, {}s each:", args.seconds);
-        println!("{:>12} {:>12} {:>22}", "concurrency", "certs/s", "ratio to 1 session");
         let mut issued_pem = None;
         for &c in &args.concurrency {
             let (ca, acct, actor, csrs) = (app.ca.clone(), account.clone(), actor.clone(), csrs.clone());
@@ -233,7 +235,7 @@ fn main() {
                 }
             })
             .await;
-            println!("{c:>12} {r:>12.0} {:>22.3}", r / one);
+            rows.push(("certificate issued (CSR P-256 → mtls-client, audited)", c, r, true));
         }
         let certs = app.store.account_certificates("bench").await.unwrap();
         if let Some(c) = certs.first() {
@@ -249,9 +251,11 @@ fn main() {
         let with_nonce = Arc::new(std::fs::read(work.join("nonce.der")).unwrap());
         let plain = Arc::new(std::fs::read(work.join("plain.der")).unwrap());
 
-        println!("\nOCSP responses (status from PostgreSQL, signed by the CA key in the token), {}s each:", args.seconds);
-        println!("{:<26} {:>12} {:>14} {:>22}", "request", "concurrency", "responses/s", "ratio to 1 session");
-        for (name, request) in [("nonce (signed each time)", with_nonce), ("no nonce (cached)", plain)] {
+        let ocsp = [
+            ("OCSP response, nonce (status query + signature every time)", with_nonce, true),
+            ("OCSP response, no nonce (cached; one epoch query)", plain, false),
+        ];
+        for (name, request, signs) in ocsp {
             for &c in &args.concurrency {
                 let (ca, req) = (app.ca.clone(), request.clone());
                 let r = rate(c, args.seconds, move |_| {
@@ -262,8 +266,35 @@ fn main() {
                     }
                 })
                 .await;
-                println!("{name:<26} {c:>12} {r:>14.0} {:>22.3}", r / one);
+                rows.push((name, c, r, signs));
             }
+        }
+
+        let after = limits(&bench_hsm);
+        let floor = before.floor_per_second.max(after.floor_per_second);
+        let ceiling = before.per_second.max(after.per_second);
+        println!(
+            "CA key (ec-p256, one key: one session), before / after: ceiling S {:.0} / {:.0} \
+             C_Sign/s, verify V {:.0} / {:.0}/s on 1 thread, crypto floor F = 1/(1/S + 1/({}V)) \
+             {:.0} / {:.0}/s",
+            before.per_second,
+            after.per_second,
+            before.verify_per_second,
+            after.verify_per_second,
+            before.cores,
+            before.floor_per_second,
+            after.floor_per_second,
+        );
+        println!("{}s each; of F and of S: over the higher of before and after (signing operations only)\n", args.seconds);
+        println!("| operation | concurrency | per second | of F | of S |");
+        println!("|---|---:|---:|---:|---:|");
+        for (name, c, r, signs) in rows {
+            let (of_floor, of_ceiling) = if signs {
+                (format!("{:.1}%", 100.0 * r / floor), format!("{:.1}%", 100.0 * r / ceiling))
+            } else {
+                ("-".to_owned(), "-".to_owned())
+            };
+            println!("| {name} | {c} | {r:.0} | {of_floor} | {of_ceiling} |");
         }
     });
     drop(pg);

@@ -8,6 +8,9 @@
 //! /v1/sign?key_id=<id>` of the same 1 KiB as the body). Their keys are listed at start-up
 //! (`GET /v1/keys?ring=R`, active keys in id order) and goose user `i` signs with key
 //! `i mod keys` in both, so a format and its raw counterpart compare like for like.
+//! `timestamp` posts an RFC 3161 `TimeStampReq` (SHA-256 imprint, a nonce, no certificates
+//! asked for) to `POST /v1/timestamp` (the client certificate needs the `timestamper` role);
+//! the answer must be a `TimeStampResp` whose status is granted.
 //!
 //! Configuration comes from the environment (a `signetd dev` instance's `DIR/env` sets the
 //! first ones): `SIGNETD_API_URL` (or goose's `--host`), `SIGNETD_CA`, `SIGNETD_CLIENT_CERT`,
@@ -69,6 +72,58 @@ const FORM_BOUNDARY: &str = "signet-loadtest-3f9c0d7e2b5a4816";
 
 /// What an armored detached signature begins with.
 const ARMOR_HEADER: &[u8] = b"-----BEGIN PGP SIGNATURE-----";
+
+/// The DER `TimeStampReq` of the `timestamp` scenario: version 1, a SHA-256 message imprint
+/// (of 32 bytes 0x5a: the TSA never sees the data), nonce 0x0102030405060708, certReq absent
+/// (false).
+const TIMESTAMP_QUERY: [u8; 66] = {
+    let mut q = [0u8; 66];
+    let head: [u8; 24] = [
+        0x30, 0x40, // TimeStampReq, 64 bytes
+        0x02, 0x01, 0x01, // version 1
+        0x30, 0x31, // messageImprint, 49 bytes
+        0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+        0x00, // sha256, NULL parameters
+        0x04, 0x20, // hashedMessage, 32 bytes
+    ];
+    let mut i = 0;
+    while i < head.len() {
+        q[i] = head[i];
+        i += 1;
+    }
+    while i < 24 + 32 {
+        q[i] = 0x5a;
+        i += 1;
+    }
+    let nonce: [u8; 10] = [0x02, 0x08, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08];
+    let mut j = 0;
+    while j < nonce.len() {
+        q[i + j] = nonce[j];
+        j += 1;
+    }
+    q
+};
+
+/// Whether `der` is a `TimeStampResp` whose PKIStatusInfo says granted (0) or grantedWithMods
+/// (1): SEQUENCE { SEQUENCE { INTEGER status, ... }, ... }.
+fn timestamp_granted(der: &[u8]) -> bool {
+    /// The header length of the element at the start of `b` with tag `tag`, if it is one.
+    fn header(b: &[u8], tag: u8) -> Option<usize> {
+        if *b.first()? != tag {
+            return None;
+        }
+        let first = *b.get(1)?;
+        Some(if first < 0x80 {
+            2
+        } else {
+            2 + usize::from(first & 0x7f)
+        })
+    }
+    let status = header(der, 0x30)
+        .and_then(|outer| Some(outer + header(der.get(outer..)?, 0x30)?))
+        .and_then(|at| der.get(at..at + 3));
+    matches!(status, Some([0x02, 0x01, 0 | 1]))
+}
 
 /// The ring whose keys a formats scenario signs with.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -225,17 +280,28 @@ async fn post(
     } else {
         "application/octet-stream"
     };
-    send(user, name, path, content_type, body, None).await
+    send(user, name, path, content_type, body, Expect::Any).await
 }
 
-/// Posts `body`; the answer must be 200 and, with `expect_prefix`, begin with it.
+/// What an answer must be besides 200.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Anything.
+    Any,
+    /// An armored OpenPGP signature.
+    Armored,
+    /// A granted `TimeStampResp`.
+    Granted,
+}
+
+/// Posts `body`; the answer must be 200 and what `expect` says.
 async fn send(
     user: &mut GooseUser,
     name: &str,
     path: &str,
     content_type: &str,
     body: impl Into<reqwest::Body>,
-    expect_prefix: Option<&[u8]>,
+    expect: Expect,
 ) -> TransactionResult {
     let builder = user
         .get_request_builder(&GooseMethod::Post, path)?
@@ -259,15 +325,18 @@ async fn send(
     // Read the body so the connection is reused.
     if let Ok(r) = goose.response {
         let answer = r.bytes().await;
-        if let Some(prefix) = expect_prefix {
-            let why = match &answer {
-                Ok(b) if b.starts_with(prefix) => None,
-                Ok(_) => Some("the answer is not an armored OpenPGP signature".to_owned()),
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(why) = why {
-                return user.set_failure(&why, &mut goose.request, None, None);
+        let why = match (&answer, expect) {
+            (Err(e), _) => Some(e.to_string()),
+            (Ok(b), Expect::Armored) if !b.starts_with(ARMOR_HEADER) => {
+                Some("the answer is not an armored OpenPGP signature".to_owned())
             }
+            (Ok(b), Expect::Granted) if !timestamp_granted(b) => {
+                Some("the answer is not a granted TimeStampResp".to_owned())
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            return user.set_failure(&why, &mut goose.request, None, None);
         }
     }
     Ok(())
@@ -281,6 +350,12 @@ async fn sign_p256(user: &mut GooseUser) -> TransactionResult {
 async fn sign_rsa(user: &mut GooseUser) -> TransactionResult {
     let path = format!("/v1/sign?ring={}", settings()?.ring_rsa);
     post(user, "sign rsa-2048", &path, DATA.to_vec(), false).await
+}
+
+async fn timestamp(user: &mut GooseUser) -> TransactionResult {
+    let query = TIMESTAMP_QUERY.to_vec();
+    let (path, content_type) = ("/v1/timestamp", "application/timestamp-query");
+    send(user, "timestamp", path, content_type, query, Expect::Granted).await
 }
 
 async fn sign_batch(user: &mut GooseUser) -> TransactionResult {
@@ -317,7 +392,7 @@ async fn sign_openpgp(user: &mut GooseUser, ring: FormatsRing, name: &str) -> Tr
         &key.albs_path,
         &s.form_content_type,
         body,
-        Some(ARMOR_HEADER),
+        Expect::Armored,
     )
     .await
 }
@@ -332,7 +407,7 @@ async fn sign_raw(user: &mut GooseUser, ring: FormatsRing, name: &str) -> Transa
         &key.raw_path,
         "application/octet-stream",
         body,
-        None,
+        Expect::Any,
     )
     .await
 }
@@ -484,6 +559,11 @@ async fn main() -> anyhow::Result<()> {
             scenario!("SignBatchP256")
                 .register_transaction(transaction!(connect).set_on_start())
                 .register_transaction(transaction!(sign_batch)),
+        )
+        .register_scenario(
+            scenario!("Timestamp")
+                .register_transaction(transaction!(connect).set_on_start())
+                .register_transaction(transaction!(timestamp)),
         );
     let formats = [
         ("SignOpenPgpRsa2048", transaction!(sign_openpgp_rsa)),

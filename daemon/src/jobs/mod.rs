@@ -246,8 +246,9 @@ struct Inner {
     /// A job was created, a batch may have become claimable, or signature limits changed.
     work: Notify,
     /// The workers found that no key may sign the running job's batches (budgets used up,
-    /// windows closed): said once in the log, until a batch commits again.
-    budget_blocked: std::sync::atomic::AtomicBool,
+    /// windows closed): said once in the log, until a key is leased by a request sent after
+    /// the one that found none. Holds when that request was sent.
+    budget_blocked: Mutex<Option<std::time::Instant>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// Token slots of the keys this process signed with.
@@ -276,7 +277,7 @@ impl Jobs {
                 process: Uuid::new_v4(),
                 key_released: Notify::new(),
                 work: Notify::new(),
-                budget_blocked: std::sync::atomic::AtomicBool::new(false),
+                budget_blocked: Mutex::new(None),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 slots: Mutex::new(std::collections::HashMap::new()),

@@ -41,10 +41,11 @@ pub(super) async fn run(inner: Arc<Inner>, index: usize) {
         let work = inner.work.notified();
         tokio::pin!(work);
         work.as_mut().enable();
+        let asked = Instant::now();
         let pause = match inner.store.claim_batch(&holder, ttl, PAGE).await {
             Ok(ClaimOutcome::Claimed(claim)) => {
                 error_pause = Duration::from_millis(500);
-                if !process(&inner, &holder, ttl, *claim).await {
+                if !process(&inner, &holder, ttl, *claim, asked).await {
                     continue;
                 }
                 // No key of the ring may sign the batch (budgets used up, windows closed):
@@ -77,6 +78,8 @@ struct Failure {
     /// `spent` (no key of the ring may sign the batch whole now: budgets, windows).
     kind: &'static str,
     reason: String,
+    /// For `spent`: when the lease request that found no key was sent.
+    spent_at: Option<Instant>,
 }
 
 impl Failure {
@@ -85,6 +88,7 @@ impl Failure {
             key,
             kind,
             reason: reason.into(),
+            spent_at: None,
         }
     }
 }
@@ -98,9 +102,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// One attempt at a claimed batch, committed or given up. Returns whether the worker should
-/// wait before claiming again because no key may sign the batch.
-async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, mut claim: Claim) -> bool {
+/// One attempt at a claimed batch (claimed by a request sent at `asked`), committed or given
+/// up. Returns whether the worker should wait before claiming again because no key may sign
+/// the batch.
+async fn process(
+    inner: &Arc<Inner>,
+    holder: &str,
+    ttl: Duration,
+    mut claim: Claim,
+    asked: Instant,
+) -> bool {
     let started = Instant::now();
     let m = &inner.metrics;
     m.jobs_workers_busy.inc();
@@ -116,7 +127,7 @@ async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, mut claim: Cla
         lost.clone(),
     )));
     let first_page = std::mem::take(&mut claim.page);
-    let leased = claim.key.take();
+    let leased = claim.key.take().map(|key| (key, asked));
     let blocked = match attempt(
         inner, holder, ttl, &claim, leased, first_page, &key_tx, &lost,
     )
@@ -138,13 +149,19 @@ async fn process(inner: &Arc<Inner>, holder: &str, ttl: Duration, mut claim: Cla
             m.jobs_batches.with_label_values(&[failure.kind]).inc();
             if failure.kind == "shutdown" {
                 tracing::info!(job = %claim.job, batch = claim.seq, "jobs: batch given up at shutdown");
-            } else if failure.kind == "spent" {
+            } else if let Some(found) = failure.spent_at {
                 // Every worker of the process meets this on every claim until a budget is
                 // raised: said once.
-                if inner.budget_blocked.swap(true, Ordering::Relaxed) {
-                    tracing::debug!(job = %claim.job, batch = claim.seq, reason = %failure.reason, "jobs: batch given up");
-                } else {
+                let first = {
+                    let mut blocked = lock(&inner.budget_blocked);
+                    let first = blocked.is_none();
+                    *blocked = Some(blocked.map_or(found, |at| at.max(found)));
+                    first
+                };
+                if first {
                     tracing::warn!(job = %claim.job, batch = claim.seq, reason = %failure.reason, "jobs: the job waits until a signature budget is raised");
+                } else {
+                    tracing::debug!(job = %claim.job, batch = claim.seq, reason = %failure.reason, "jobs: batch given up");
                 }
             } else {
                 tracing::warn!(job = %claim.job, batch = claim.seq, kind = failure.kind, reason = %failure.reason, "jobs: batch not committed; it will be claimed again");
@@ -183,19 +200,27 @@ async fn attempt(
     holder: &str,
     ttl: Duration,
     claim: &Claim,
-    leased: Option<KeyRecord>,
+    leased: Option<(KeyRecord, Instant)>,
     mut page: Vec<(i64, Vec<u8>)>,
     key_tx: &watch::Sender<Option<Uuid>>,
     lost: &CancellationToken,
 ) -> Result<(u64, bool), Failure> {
-    let key = match leased {
-        Some(key) => key,
+    let (key, asked) = match leased {
+        Some(leased) => leased,
         None => lease_key(inner, holder, ttl, claim, lost).await?,
     };
     key_tx.send_replace(Some(key.id));
-    // A lease taken after the workers found no key that may sign: a budget was raised. (A
-    // batch committing meanwhile does not count: its lease was older than the finding.)
-    if inner.budget_blocked.swap(false, Ordering::Relaxed) {
+    // A lease asked for after the workers found no key that may sign: a budget was raised. (A
+    // lease asked for before the finding does not count, even if it is used after it.)
+    let unblocked = {
+        let mut blocked = lock(&inner.budget_blocked);
+        let after = blocked.is_some_and(|found| asked > found);
+        if after {
+            *blocked = None;
+        }
+        after
+    };
+    if unblocked {
         tracing::info!(job = %claim.job, ring = %claim.ring, "jobs: a key may sign batches again; the job goes on");
     }
     let key_id = key.id;
@@ -335,7 +360,7 @@ async fn lease_key(
     ttl: Duration,
     claim: &Claim,
     lost: &CancellationToken,
-) -> Result<KeyRecord, Failure> {
+) -> Result<(KeyRecord, Instant), Failure> {
     let mut pause = Duration::from_millis(5);
     let mut waiting_since = None;
     let store = &inner.store;
@@ -343,6 +368,7 @@ async fn lease_key(
         let released = inner.key_released.notified();
         tokio::pin!(released);
         released.as_mut().enable();
+        let asked = Instant::now();
         match store
             .lease_batch_key(claim.batch, claim.attempt, holder, ttl)
             .await
@@ -354,14 +380,14 @@ async fn lease_key(
                         .jobs_key_wait
                         .observe(Instant::elapsed(&since).as_secs_f64());
                 }
-                return Ok(key);
+                return Ok((key, asked));
             }
             Ok(None) => match store
                 .signable_keys(&claim.ring, i64::from(claim.size))
                 .await
             {
                 Ok(0) => {
-                    return Err(Failure::new(
+                    let mut failure = Failure::new(
                         "spent",
                         None,
                         format!(
@@ -369,7 +395,9 @@ async fn lease_key(
                              budgets are used up or they are outside their validity windows",
                             claim.ring, claim.size
                         ),
-                    ));
+                    );
+                    failure.spent_at = Some(asked);
+                    return Err(failure);
                 }
                 Ok(_) => {
                     if waiting_since.is_none() {
