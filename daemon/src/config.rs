@@ -152,8 +152,8 @@ impl Default for Database {
 pub struct Hsm {
     /// Path of the PKCS#11 module (`.so`).
     pub module: PathBuf,
-    /// Most PKCS#11 calls running at once (default: 4 per CPU, at least 8;
-    /// `app::default_max_parallel`).
+    /// Token threads: most PKCS#11 calls of the request path running at once (default: 4 per
+    /// CPU, at least 8; `app::default_max_parallel`).
     pub max_parallel: Option<usize>,
     /// Tokens by name (`ca`, `signing`, ...). Each is found by its label, never by slot number.
     pub tokens: BTreeMap<String, Token>,

@@ -1,10 +1,11 @@
 //! hsm: the only module that touches cryptoki. Loads the PKCS#11 module once, finds tokens by
-//! label, keeps one logged-in session per key slot, runs blocking calls off the async runtime
-//! with bounded parallelism, and recovers from lost sessions and logins.
+//! label, keeps one logged-in session per key slot, runs the request path's calls on its own
+//! `hsm.max_parallel` token threads (`threads`), and recovers from lost sessions and logins.
 
 pub mod bench;
 mod error;
 mod keys;
+mod threads;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -21,7 +22,6 @@ use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
-use tokio::sync::Semaphore;
 
 pub use error::{ErrorClass, HsmError};
 pub use keys::KeyAlgorithm;
@@ -90,7 +90,8 @@ pub struct Hsm {
 struct Inner {
     ctx: Pkcs11,
     tokens: BTreeMap<String, Arc<Token>>,
-    permits: Arc<Semaphore>,
+    /// The `hsm.max_parallel` threads that run the request path's operations.
+    threads: threads::TokenThreads,
     /// One slot per (token, key label) in this process: invariant 2 by construction.
     slots: Mutex<HashMap<(String, String), Arc<KeySlot>>>,
     metrics: Metrics,
@@ -166,7 +167,8 @@ impl Hsm {
             inner: Arc::new(Inner {
                 ctx,
                 tokens,
-                permits: Arc::new(Semaphore::new(max_parallel.max(1))),
+                threads: threads::TokenThreads::start(max_parallel)
+                    .map_err(|e| module_err(format!("cannot start the token threads: {e}")))?,
                 slots: Mutex::new(HashMap::new()),
                 metrics,
             }),
@@ -358,7 +360,7 @@ impl Hsm {
     }
 
     /// Signs `input` (a message, or a digest the client computed; bare bytes are a message)
-    /// with the key under `scheme` on a blocking thread, with bounded parallelism. A scheme
+    /// with the key under `scheme` on a token thread (at most `hsm.max_parallel` at once). A scheme
     /// that does not fit the key, a digest of the wrong length or a digest for Ed25519 is
     /// refused with [`HsmError::Scheme`] before the token is asked. The signature (in the
     /// scheme's standard encoding: DER for ECDSA) is verified in software before it is
@@ -370,7 +372,7 @@ impl Hsm {
         input: impl Into<SignInputBuf>,
     ) -> Result<Vec<u8>, HsmError> {
         let input = input.into();
-        // Cheap checks first, so that bad requests never wait for a permit.
+        // Cheap checks first, so that bad requests never wait for a token thread.
         scheme.check(key.algorithm, input.as_input())?;
         let key = key.clone();
         self.on_token_thread(
@@ -380,11 +382,11 @@ impl Hsm {
         .await
     }
 
-    /// Signs each of `inputs` with the key under `scheme`, in order, on one blocking thread
-    /// holding one permit: what batch jobs do, without a thread hand-off per signature. Each
+    /// Signs each of `inputs` with the key under `scheme`, in order, on one token thread in
+    /// one job: what batch jobs do, without a thread hand-off per signature. Each
     /// signature is verified as in [`Hsm::sign`]. Stops early, with the signatures made so far,
     /// once `stop` is cancelled; the first error ends the call. Keep `inputs` short (a few
-    /// dozen): the permit is held for all of them.
+    /// dozen): the thread is taken for all of them.
     pub async fn sign_each(
         &self,
         key: &Arc<KeySlot>,
@@ -441,31 +443,32 @@ impl Hsm {
         .await
     }
 
-    /// Runs `work` on a blocking thread while holding one of the `hsm.max_parallel` permits,
-    /// then, on the same thread, gives the permit back and runs `then` on the result: the next
-    /// waiter for the permit (or for whatever `then` releases) is woken from here, not after a
-    /// hop back to this task.
+    /// Runs `work` on one of the `hsm.max_parallel` token threads, in the order of the calls,
+    /// then, on the same thread, `then` on the result: the next waiter for whatever `then`
+    /// releases is woken from there, not after a hop back to this task. If the call is dropped
+    /// before a thread takes it, neither runs (both are dropped).
     async fn on_token_thread<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Hsm) -> Result<T, HsmError> + Send + 'static,
         then: impl FnOnce(&Result<T, HsmError>) + Send + 'static,
     ) -> Result<T, HsmError> {
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| HsmError::Worker(e.to_string()))?;
+        let (answer, result) = tokio::sync::oneshot::channel();
         let hsm = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let job: threads::Job = Box::new(move || {
+            if answer.is_closed() {
+                return;
+            }
             let result = work(&hsm);
-            drop(permit);
             then(&result);
-            result
-        })
-        .await
-        .map_err(|e| HsmError::Worker(e.to_string()))?
+            let _ = answer.send(result);
+        });
+        self.inner
+            .threads
+            .submit(job)
+            .map_err(|_| HsmError::Worker("the token threads are stopping".into()))?;
+        result
+            .await
+            .map_err(|_| HsmError::Worker("the token operation failed".into()))?
     }
 
     /// The blocking form of [`Hsm::sign`], for callers already off the async runtime (the TLS
