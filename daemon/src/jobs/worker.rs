@@ -27,8 +27,9 @@ const BUSY_POLL: Duration = Duration::from_millis(500);
 /// Records read at once: a worker holds at most this many records' data
 /// (`jobs.max_record_bytes` each) while it signs.
 const PAGE: i32 = 256;
-/// Records signed per hand-off to a blocking thread: enough to make the hand-off's cost
-/// vanish, few enough that an HSM permit is never held for long (P-256: ~3 ms; RSA-4096: ~0.3 s).
+/// Records signed per hand-off to a token thread: enough to make the hand-off's cost
+/// vanish, few enough that a token thread is never taken for long (P-256: ~3 ms;
+/// RSA-4096: ~0.3 s).
 const SIGN_CHUNK: usize = 32;
 
 /// One worker: claims and signs batches until the service drains.
