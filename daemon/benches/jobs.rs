@@ -146,8 +146,10 @@ fn main() {
         a.size,
         a.keys,
         a.workers,
-        a.hsm_parallel
-            .map_or_else(|| "default (4 per CPU, at least 8)".to_owned(), |n| n.to_string()),
+        a.hsm_parallel.map_or_else(
+            || "default (4 per CPU, at least 8)".to_owned(),
+            |n| n.to_string()
+        ),
     );
     println!(
         "| algorithm | batch size | wall time | records/s | floor before / after | floor time | of floor time | ceiling before / after (sessions) | of ceiling time | load |"

@@ -15,7 +15,7 @@ use signetd::config::{Config, LogFormat};
 use signetd::{dev, hsm, pki, server, store};
 
 /// Faster than glibc's malloc for the daemon's many small, short-lived allocations, and
-/// without its arena locks (`README.md`, "Against the crypto floor").
+/// without its arena locks (`README.md`, "Load tests and the signing benchmark").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -355,7 +355,15 @@ async fn sign_rsa(user: &mut GooseUser) -> TransactionResult {
 async fn timestamp(user: &mut GooseUser) -> TransactionResult {
     let query = TIMESTAMP_QUERY.to_vec();
     let (path, content_type) = ("/v1/timestamp", "application/timestamp-query");
-    send(user, "timestamp", path, content_type, query, Expect::Granted).await
+    send(
+        user,
+        "timestamp",
+        path,
+        content_type,
+        query,
+        Expect::Granted,
+    )
+    .await
 }
 
 async fn sign_batch(user: &mut GooseUser) -> TransactionResult {

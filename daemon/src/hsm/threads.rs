@@ -149,7 +149,11 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(10)).unwrap();
         }
         assert_eq!(done.load(Ordering::SeqCst), 50);
-        assert_eq!(peak.load(Ordering::SeqCst), 2, "two threads, both used, never more");
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            2,
+            "two threads, both used, never more"
+        );
         assert_eq!(threads.queued(), 0);
     }
 
@@ -158,7 +162,11 @@ mod tests {
         let threads = TokenThreads::start(1).unwrap();
         assert!(threads.submit(Box::new(|| panic!("boom"))).is_ok());
         let (tx, rx) = std::sync::mpsc::channel();
-        assert!(threads.submit(Box::new(move || tx.send(7).unwrap())).is_ok());
+        assert!(
+            threads
+                .submit(Box::new(move || tx.send(7).unwrap()))
+                .is_ok()
+        );
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 7);
     }
 
@@ -167,10 +175,7 @@ mod tests {
         let threads = TokenThreads::start(1).unwrap();
         let shared = threads.shared.clone();
         drop(threads);
-        let late = TokenThreads {
-            shared,
-            count: 1,
-        };
+        let late = TokenThreads { shared, count: 1 };
         assert!(late.submit(Box::new(|| ())).is_err());
     }
 }
