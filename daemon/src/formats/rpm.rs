@@ -648,7 +648,7 @@ impl PendingRpm {
     /// scheme's standard encoding, as [`Hsm::sign`](crate::hsm::Hsm::sign) returns it).
     pub fn complete(self, token_signature: &[u8]) -> Result<SignedHead, RpmError> {
         let PendingRpm { head, key, pending } = self;
-        // Checked by rpgp over the digest here, and below over the header bytes themselves.
+        // Checked with aws-lc over the digest here, and below by rpgp over the header bytes.
         let signature = pending.complete(token_signature)?;
         verify_over(&key, signature.to_bytes(), head.header_bytes())?;
 
