@@ -22,16 +22,13 @@ use std::time::{Duration, Instant};
 
 use support::jobs::{Expect, check_job, configure as configure_jobs, sql, sql_i64, wait_over};
 use support::sign::{
-    Client, account, admin, assert_problem, call, configure_signing, generate, get, tls_args,
+    Client, account, admin, assert_problem, call, configure_signing, generate, get,
 };
 use support::{CurlResult, Daemon, Instance, curl};
 
 fn sign(instance: &Instance, daemon: &Daemon, client: &Client, ring: &str) -> CurlResult {
-    let mut args = tls_args(instance, client);
-    args.extend(["--data-binary".to_owned(), "budget".to_owned()]);
-    args.push(daemon.api_url(&format!("/v1/sign?ring={ring}")));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    curl(&refs)
+    let url = daemon.api_url(&format!("/v1/sign?ring={ring}"));
+    call(instance, client, &["--data-binary", "budget"], &url)
 }
 
 fn put(

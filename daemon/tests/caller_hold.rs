@@ -161,10 +161,7 @@ fn refusals_logged_after(instance: &Instance, fingerprint: &str, seq: u64) {
 }
 
 fn whoami(instance: &Instance, daemon: &Daemon, client: &Client) -> serde_json::Value {
-    let mut args = tls_args(instance, client);
-    args.push(daemon.api_url("/v1/whoami"));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = curl(&refs);
+    let r = call(instance, client, &[], &daemon.api_url("/v1/whoami"));
     assert_eq!(r.status, 200, "{r:?}");
     r.json()
 }

@@ -13,11 +13,8 @@ use support::{Daemon, Instance, curl};
 
 /// `POST /v1/sign?ring=r` of a few bytes as `client`: the status.
 fn sign(instance: &Instance, daemon: &Daemon, client: &support::sign::Client) -> u16 {
-    let mut args = tls_args(instance, client);
-    args.extend(["--data-binary".to_owned(), "hello".to_owned()]);
-    args.push(daemon.api_url("/v1/sign?ring=r"));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    curl(&refs).status
+    let url = daemon.api_url("/v1/sign?ring=r");
+    call(instance, client, &["--data-binary", "hello"], &url).status
 }
 
 /// Polls `check` until it is true; the time it took (at most `limit`).
