@@ -21,7 +21,7 @@ mod support;
 use std::time::Duration;
 
 use support::jobs::sql;
-use support::sign::{Client, account, admin, call, generate, tls_args};
+use support::sign::{Client, account, admin, call, generate, post_json, tls_args};
 use support::{Daemon, Instance, curl};
 
 /// Requests per connection of a load.
@@ -296,17 +296,8 @@ fn a_hold_the_daemon_has_not_heard_of_still_withholds_the_answer() {
             "UPDATE certificates SET status = 'held', revocation_reason = 'certificateHold', status_changed_at = now() WHERE fingerprint = '{admin_fp}'"
         ),
     );
-    let r = call(
-        &instance,
-        &admin,
-        &[
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            r#"{"name":"newcomer","roles":["signer:r"]}"#,
-        ],
-        &a.api_url("/v1/accounts"),
-    );
+    let body = serde_json::json!({ "name": "newcomer", "roles": ["signer:r"] });
+    let r = post_json(&instance, &a, &admin, "/v1/accounts", &body);
     assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(
         sql(
