@@ -38,8 +38,14 @@ fn serial_of(cert: &Certificate) -> SerialNumber {
     cert.tbs_certificate().serial_number().clone()
 }
 
+/// A serial number as OpenSSL prints it: hex of the integer's value, without the leading zero
+/// byte DER puts before a first byte with its high bit set.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    let start = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    bytes[start..].iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// `openssl verify -crl_check -CAfile ca.pem -CRLfile <crl> <leaf>`: (success, output).
