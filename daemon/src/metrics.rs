@@ -37,6 +37,9 @@ pub struct Metrics {
     pub audit_commit_duration: prometheus::Histogram,
     /// Audit batches that failed to commit (their operations failed with 503).
     pub audit_failures: IntCounter,
+    /// Audit groups committed, by `path`: `one-call` (plain records in one round trip) or
+    /// `general` (mutations, a checkpoint due, a refused caller, or another process appended).
+    pub audit_groups: IntCounterVec,
     /// Operations withheld by the audit writer because their caller may no longer be served
     /// (held, revoked, deleted or expired between `identify` and the commit).
     pub audit_callers_refused: IntCounter,
@@ -188,6 +191,13 @@ impl Metrics {
             audit_failures: IntCounter::new(
                 "audit_commit_failures_total",
                 "Audit batches that failed to commit",
+            )?,
+            audit_groups: IntCounterVec::new(
+                Opts::new(
+                    "audit_groups_total",
+                    "Audit groups committed, by path: one-call or general",
+                ),
+                &["path"],
             )?,
             audit_callers_refused: IntCounter::new(
                 "audit_callers_refused_total",
@@ -351,6 +361,7 @@ impl Metrics {
         m.registry
             .register(Box::new(m.audit_commit_duration.clone()))?;
         m.registry.register(Box::new(m.audit_failures.clone()))?;
+        m.registry.register(Box::new(m.audit_groups.clone()))?;
         m.registry
             .register(Box::new(m.audit_callers_refused.clone()))?;
         m.registry.register(Box::new(m.audit_checkpoints.clone()))?;

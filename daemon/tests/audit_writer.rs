@@ -4,9 +4,9 @@
 
 mod support;
 
-use signetd::audit::{Actor, Audit, AuditError, Record};
-use signetd::store::{Store, StoreError};
-use support::{Instance, PIN};
+use signetd::audit::{Actor, AuditError, Record};
+use signetd::store::StoreError;
+use support::audit::{self, current_thread};
 
 fn record(i: usize) -> Record {
     Record::ok(
@@ -25,43 +25,11 @@ fn record(i: usize) -> Record {
 
 #[test]
 fn a_failing_entry_fails_only_its_own_request() {
-    let instance = Instance::new();
-    instance.init();
-    // SAFETY: the only test of this binary sets it before any thread reads the environment.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var("SOFTHSM2_CONF", instance.softhsm.conf_path());
-    }
-    let config = signetd::config::Config::load(Some(&instance.config_path)).unwrap();
-    // One thread: every call below is queued before the writer runs, so they form one group.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let metrics = signetd::metrics::Metrics::new().unwrap();
-        let hsm = signetd::hsm::Hsm::open(
-            &config.hsm.module,
-            vec![signetd::hsm::TokenSpec {
-                name: "audit".into(),
-                label: "test-audit".into(),
-                pin: PIN.to_owned().into(),
-            }],
-            2,
-            metrics.clone(),
-        )
-        .unwrap();
-        let store = Store::connect(&config.database).unwrap();
-        let key = store.audit_key().await.unwrap().expect("the audit key");
-        let audit = Audit::start(
-            store.clone(),
-            hsm,
-            &key,
-            config.audit.clone(),
-            metrics.clone(),
-        )
-        .await
-        .unwrap();
+    let instance = audit::instance();
+    current_thread().block_on(async {
+        let setup = audit::Setup::new(&instance).await;
+        let audit = setup.writer(true).await;
+        let (store, metrics) = (&setup.store, &setup.metrics);
         let before = store.audit_size().await.unwrap();
 
         // A mutation that fails with an error other than a refusal aborts the writer's
@@ -92,10 +60,6 @@ fn a_failing_entry_fails_only_its_own_request() {
         // The group did fail (the path under test ran), and the log is whole.
         assert!(metrics.audit_failures.get() >= 1);
         assert_eq!(store.audit_size().await.unwrap(), before + 20);
-        let public_key = signetd::audit::ed25519_public_key(&key).unwrap();
-        let report = signetd::audit::verify_log(&store, &config.audit.origin, &public_key, &[])
-            .await
-            .unwrap();
-        assert_eq!(report.entries, before + 20);
+        setup.verify(before + 20).await;
     });
 }

@@ -72,11 +72,16 @@ impl Writer {
                 job = jobs.recv() => {
                     let Some(job) = job else { break };
                     let mut batch = vec![job];
-                    while batch.len() < self.cfg.max_batch {
-                        match jobs.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
+                    drain(&mut jobs, &mut batch, self.cfg.max_batch);
+                    if self.cfg.group_wait_micros > 0
+                        && batch.len() >= self.cfg.group_wait_from
+                        && batch.len() < self.cfg.max_batch
+                    {
+                        // Under load: let the group grow (its commit costs the database
+                        // about as much as a smaller one).
+                        tokio::time::sleep(Duration::from_micros(self.cfg.group_wait_micros))
+                            .await;
+                        drain(&mut jobs, &mut batch, self.cfg.max_batch);
                     }
                     self.commit(batch).await;
                 }
@@ -95,6 +100,22 @@ impl Writer {
     async fn commit(&mut self, batch: Vec<Job>) {
         let started = Instant::now();
         let count = batch.len();
+        // A job is not `Sync`: the group is laid out before the first await.
+        let plain = self.plain_group(&batch);
+        if let Some(plain) = plain
+            && let Some((frontier, receipts)) = self.append_plain(plain).await
+        {
+            let replies = batch
+                .into_iter()
+                .zip(receipts)
+                .map(|(job, receipt)| (job.reply, Ok(receipt)))
+                .collect();
+            self.metrics
+                .audit_groups
+                .with_label_values(&["one-call"])
+                .inc();
+            return self.committed(frontier, replies, started).await;
+        }
         // The plain records (no mutation) can be written again if the group fails.
         let plain: Vec<Option<Record>> = batch
             .iter()
@@ -102,7 +123,13 @@ impl Writer {
             .collect();
         let (replies, outcome) = self.write(batch).await;
         let e = match outcome {
-            Ok(frontier) => return self.committed(frontier, replies, started).await,
+            Ok(frontier) => {
+                self.metrics
+                    .audit_groups
+                    .with_label_values(&["general"])
+                    .inc();
+                return self.committed(frontier, replies, started).await;
+            }
             Err(e) => e,
         };
         // Nothing of this batch is visible: the transaction rolled back.
@@ -143,7 +170,13 @@ impl Writer {
             let records: Vec<Record> = group.iter().map(|job| job.record.clone()).collect();
             let (replies, outcome) = self.write(group).await;
             match outcome {
-                Ok(frontier) => self.committed(frontier, replies, started).await,
+                Ok(frontier) => {
+                    self.metrics
+                        .audit_groups
+                        .with_label_values(&["general"])
+                        .inc();
+                    self.committed(frontier, replies, started).await;
+                }
                 Err(e) => {
                     self.frontier = None;
                     if records.len() == 1 {
@@ -196,6 +229,72 @@ impl Writer {
         self.save_checkpoint().await;
     }
 
+    /// The common group in one round trip ([`sql::append_plain`]): plain records only, the tree
+    /// as this process last committed it, no checkpoint due ([`Writer::plain_group`]). The entries are computed as if
+    /// every caller may be served and nobody else appended; the database appends them only if
+    /// both hold under the lock. `None` when the group is not such a group or nothing was
+    /// written; [`Writer::write`] then decides (a caller refused, the frontier loaded again, a
+    /// failure halved).
+    async fn append_plain(&mut self, group: PlainGroup) -> Option<(Frontier, Vec<Receipt>)> {
+        let conn = self.store.writer_connection().await.ok()?;
+        let now = time::OffsetDateTime::now_utc();
+        let outcome = sql::append_plain(
+            &conn,
+            group.start,
+            &group.callers,
+            now,
+            &group.entries,
+            &group.nodes,
+        )
+        .await;
+        match outcome {
+            Ok(sql::PlainAppend::Committed) => Some((group.frontier, group.receipts)),
+            Ok(sql::PlainAppend::Standing) => None,
+            Ok(sql::PlainAppend::Moved(_)) | Err(_) => {
+                // Another process appended, or the call failed (and rolled back): the general
+                // path loads the frontier again and reports a failure as it does.
+                self.frontier = None;
+                None
+            }
+        }
+    }
+
+    /// The entries, nodes and receipts of `batch` appended to the cached tree, if it may take
+    /// [`Writer::append_plain`]'s path.
+    fn plain_group(&self, batch: &[Job]) -> Option<PlainGroup> {
+        if batch.iter().any(|job| job.mutation.is_some()) {
+            return None;
+        }
+        let mut frontier = self.frontier.clone()?;
+        let start = frontier.size();
+        let end = start + batch.len() as u64;
+        if end - self.last_checkpoint.min(end) >= self.cfg.checkpoint_every {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut nodes = Vec::new();
+        let mut receipts = Vec::with_capacity(batch.len());
+        for job in batch {
+            let entry = entry_from(&job.record, frontier.size(), now_micros());
+            let leaf = entry.encode().ok()?;
+            let leaf_hash = signet_merkle::hash_leaf(&leaf);
+            nodes.extend(frontier.append(leaf_hash));
+            receipts.push(Receipt {
+                seq: entry.seq,
+                leaf_hash: hex::encode(leaf_hash),
+            });
+            entries.push(entry);
+        }
+        Some(PlainGroup {
+            start,
+            callers: gated_callers(batch.iter().map(|job| &job.record)),
+            entries,
+            nodes,
+            receipts,
+            frontier,
+        })
+    }
+
     /// Writes one batch. Returns each caller's reply (sent only if the commit succeeds) and the
     /// new frontier.
     async fn write(&mut self, batch: Vec<Job>) -> (Vec<Answer>, Result<Frontier, AuditError>) {
@@ -214,7 +313,7 @@ impl Writer {
             // round trip (the server runs the two statements in order, the check after the
             // lock is held), so a hold committed anywhere before this commit can take effect
             // withholds this caller's answer: `api::identify` may have let it in from its cache.
-            let gated = gated_callers(&jobs);
+            let gated = gated_callers(jobs.iter().map(|(record, _)| record));
             let (size, mut refused) = if gated.is_empty() {
                 (sql::lock_writer(&tx).await?, HashMap::new())
             } else {
@@ -421,6 +520,29 @@ impl Writer {
     }
 }
 
+/// Moves queued jobs into `batch` until it holds `max` or the queue is empty.
+fn drain(jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
+    while batch.len() < max {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+/// A group of plain records laid out for [`Writer::append_plain`].
+struct PlainGroup {
+    /// The log's size the entries assume.
+    start: u64,
+    /// The callers checked under the lock.
+    callers: Vec<String>,
+    entries: Vec<signet_merkle::Entry>,
+    nodes: Vec<(signet_merkle::NodeId, signet_merkle::Hash)>,
+    receipts: Vec<Receipt>,
+    /// The tree once they are appended.
+    frontier: Frontier,
+}
+
 /// Runs the contained mutations gathered so far, concurrently on the writer's connection:
 /// tokio-postgres sends their queries back to back and the server runs them in that order, so
 /// they cost one round trip instead of one each. A refusal ([`StoreError::Conflict`]) is that
@@ -460,11 +582,10 @@ fn is_gated(record: &Record) -> bool {
 }
 
 /// The distinct callers of a group whose records are gated ([`is_gated`]).
-fn gated_callers(jobs: &[(Record, Option<(Mutation, Guard)>)]) -> Vec<String> {
-    let mut callers: Vec<String> = jobs
-        .iter()
-        .filter(|(record, _)| is_gated(record))
-        .map(|(record, _)| record.actor.fingerprint.clone())
+fn gated_callers<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<String> {
+    let mut callers: Vec<String> = records
+        .filter(|record| is_gated(record))
+        .map(|record| record.actor.fingerprint.clone())
         .collect();
     callers.sort_unstable();
     callers.dedup();

@@ -152,38 +152,86 @@ fn node_from_row(r: &tokio_postgres::Row) -> Result<(NodeId, Hash), StoreError> 
     Ok((id, to_hash(&hash)?))
 }
 
+/// The columns of entries and nodes as arrays, the parameters of one `unnest` insert.
+struct Columns<'a> {
+    seqs: Vec<i64>,
+    times: Vec<OffsetDateTime>,
+    fingerprints: Vec<&'a str>,
+    accounts: Vec<&'a str>,
+    actions: Vec<&'a str>,
+    subjects: Vec<&'a str>,
+    params: Vec<&'a [u8]>,
+    outputs: Vec<Option<&'a [u8]>>,
+    results: Vec<&'a str>,
+    levels: Vec<i16>,
+    idxs: Vec<i64>,
+    hashes: Vec<&'a [u8]>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(entries: &'a [Entry], new_nodes: &'a [(NodeId, Hash)]) -> Result<Self, StoreError> {
+        let n = entries.len();
+        let mut c = Columns {
+            seqs: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
+            fingerprints: Vec::with_capacity(n),
+            accounts: Vec::with_capacity(n),
+            actions: Vec::with_capacity(n),
+            subjects: Vec::with_capacity(n),
+            params: Vec::with_capacity(n),
+            outputs: Vec::with_capacity(n),
+            results: Vec::with_capacity(n),
+            levels: Vec::with_capacity(new_nodes.len()),
+            idxs: Vec::with_capacity(new_nodes.len()),
+            hashes: Vec::with_capacity(new_nodes.len()),
+        };
+        for e in entries {
+            c.seqs.push(to_i64(e.seq)?);
+            c.times.push(from_micros(e.time_micros)?);
+            c.fingerprints.push(e.actor_fingerprint.as_str());
+            c.accounts.push(e.actor_account.as_str());
+            c.actions.push(e.action.as_str());
+            c.subjects.push(e.subject.as_str());
+            c.params.push(e.params_digest.as_slice());
+            c.outputs
+                .push(e.output_digest.as_ref().map(|d| d.as_slice()));
+            c.results.push(e.result.as_str());
+        }
+        for (node, hash) in new_nodes {
+            c.levels.push(i16::from(node.level));
+            c.idxs.push(to_i64(node.index)?);
+            c.hashes.push(hash.as_slice());
+        }
+        Ok(c)
+    }
+
+    /// The twelve parameters, in the order of the insert's `unnest` (and of
+    /// `audit_append_plain` after its first four).
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.seqs,
+            &self.times,
+            &self.fingerprints,
+            &self.accounts,
+            &self.actions,
+            &self.subjects,
+            &self.params,
+            &self.outputs,
+            &self.results,
+            &self.levels,
+            &self.idxs,
+            &self.hashes,
+        ]
+    }
+}
+
 /// Appends entries and the nodes they completed, in one statement.
 pub async fn insert(
     tx: &deadpool_postgres::Transaction<'_>,
     entries: &[Entry],
     new_nodes: &[(NodeId, Hash)],
 ) -> Result<(), StoreError> {
-    let mut seqs = Vec::with_capacity(entries.len());
-    let mut times = Vec::with_capacity(entries.len());
-    let mut fingerprints = Vec::with_capacity(entries.len());
-    let mut accounts = Vec::with_capacity(entries.len());
-    let mut actions = Vec::with_capacity(entries.len());
-    let mut subjects = Vec::with_capacity(entries.len());
-    let mut params = Vec::with_capacity(entries.len());
-    let mut outputs: Vec<Option<Vec<u8>>> = Vec::with_capacity(entries.len());
-    let mut results = Vec::with_capacity(entries.len());
-    for e in entries {
-        seqs.push(to_i64(e.seq)?);
-        times.push(from_micros(e.time_micros)?);
-        fingerprints.push(e.actor_fingerprint.as_str());
-        accounts.push(e.actor_account.as_str());
-        actions.push(e.action.as_str());
-        subjects.push(e.subject.as_str());
-        params.push(e.params_digest.to_vec());
-        outputs.push(e.output_digest.map(|d| d.to_vec()));
-        results.push(e.result.as_str());
-    }
-    let levels: Vec<i16> = new_nodes.iter().map(|(n, _)| i16::from(n.level)).collect();
-    let idxs = new_nodes
-        .iter()
-        .map(|(n, _)| to_i64(n.index))
-        .collect::<Result<Vec<_>, _>>()?;
-    let hashes: Vec<Vec<u8>> = new_nodes.iter().map(|(_, h)| h.to_vec()).collect();
+    let columns = Columns::of(entries, new_nodes)?;
     // Entries and nodes in one statement: one round trip of the writer's serial transaction.
     let stmt = tx
         .prepare_cached(
@@ -194,25 +242,64 @@ pub async fn insert(
              SELECT * FROM unnest($10::smallint[], $11::bigint[], $12::bytea[])",
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &seqs,
-            &times,
-            &fingerprints,
-            &accounts,
-            &actions,
-            &subjects,
-            &params,
-            &outputs,
-            &results,
-            &levels,
-            &idxs,
-            &hashes,
-        ],
-    )
-    .await?;
+    tx.execute(&stmt, &columns.params()).await?;
     Ok(())
+}
+
+/// What [`append_plain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainAppend {
+    /// The entries and nodes are committed.
+    Committed,
+    /// Nothing was written: the log has this many entries, not the number assumed.
+    Moved(u64),
+    /// Nothing was written: a caller may not be served now (the general path says why).
+    Standing,
+}
+
+/// A group of plain entries (no mutation) in one round trip: BEGIN, `audit_append_plain`
+/// (`sql/V15__audit_append_in_one_call.sql`: the writer lock, the log's size compared with
+/// `size`, every one of `callers` checked under the lock, the insert) and COMMIT, sent back to
+/// back. Returns only after the COMMIT is answered, so [`PlainAppend::Committed`] means durable.
+pub async fn append_plain(
+    conn: &deadpool_postgres::Object,
+    size: u64,
+    callers: &[String],
+    now: OffsetDateTime,
+    entries: &[Entry],
+    new_nodes: &[(NodeId, Hash)],
+) -> Result<PlainAppend, StoreError> {
+    let columns = Columns::of(entries, new_nodes)?;
+    let stmt = conn
+        .prepare_cached(
+            "SELECT audit_append_plain($1, $2, $3, $4, $5::bigint[], $6::timestamptz[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::bytea[], \
+             $13::text[], $14::smallint[], $15::bigint[], $16::bytea[])",
+        )
+        .await?;
+    let size_param = to_i64(size)?;
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&WRITER_LOCK, &size_param, &callers, &now];
+    params.extend(columns.params());
+    // tokio-postgres sends the three requests in order without waiting between them; the
+    // server runs them in order. If the call fails, the transaction is aborted and the COMMIT
+    // only rolls it back; the call's error is what comes back.
+    let (_, row, _) = tokio::try_join!(
+        conn.batch_execute("BEGIN"),
+        conn.query_one(&stmt, &params),
+        conn.batch_execute("COMMIT"),
+    )?;
+    let outcome: String = row.try_get(0)?;
+    match outcome.as_str() {
+        "ok" => Ok(PlainAppend::Committed),
+        "standing" => Ok(PlainAppend::Standing),
+        other => match other.strip_prefix("size ").map(str::parse::<u64>) {
+            Some(Ok(n)) => Ok(PlainAppend::Moved(n)),
+            _ => Err(StoreError::Corrupt(format!(
+                "audit_append_plain answered `{other}`"
+            ))),
+        },
+    }
 }
 
 /// Records a signed checkpoint.

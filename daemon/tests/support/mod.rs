@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use signet_pgcluster::{Options, TempCluster};
 
+pub mod audit;
 pub mod cms;
 pub mod jobs;
 pub mod pki;
