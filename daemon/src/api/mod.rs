@@ -82,14 +82,7 @@ pub fn api_router(app: App) -> Router {
         .merge(limits::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(refuse_bad_input))
-        .layer(middleware::from_fn_with_state(app.clone(), audit_refusals))
-        .layer(middleware::from_fn_with_state(app.clone(), identify))
-        .layer(middleware::from_fn_with_state(
-            (app.clone(), "api"),
-            observe,
-        ))
-        .layer(middleware::from_fn(edge))
+        .layer(middleware::from_fn_with_state(app.clone(), api_layers))
         .with_state(app)
 }
 
@@ -113,12 +106,7 @@ pub fn public_router(app: App) -> Router {
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(refuse_bad_public_input))
-        .layer(middleware::from_fn_with_state(
-            (app.clone(), "public"),
-            observe,
-        ))
-        .layer(middleware::from_fn(edge))
+        .layer(middleware::from_fn_with_state(app.clone(), public_layers))
         .with_state(app)
 }
 
@@ -132,6 +120,54 @@ pub fn metrics_router(app: App) -> Router {
         .with_state(app)
 }
 
+/// The mTLS API's layers, outermost first, in one middleware (one boxed future and one
+/// service clone per request instead of one per layer): [`Edge`], [`Observed`], [`identify`]
+/// (the caller, or its refusal), then [`input::check_request`]'s refusals and
+/// [`audit_refusal`] around the handler.
+async fn api_layers(State(app): State<App>, request: Request, next: Next) -> Response {
+    let (request, edge) = Edge::enter(request);
+    let (observed, span) = Observed::start(&request, "api");
+    let inner = async {
+        let (request, actor) = match identify(&app, request).await {
+            Ok(identified) => identified,
+            Err(refused) => return refused,
+        };
+        let subject = Subject::of(&request);
+        let response = match input::check_request(request.uri(), request.headers()) {
+            Ok(()) => next.run(request).await,
+            Err(refusal) => refusal.to_api().into_response(),
+        };
+        audit_refusal(&app, actor, subject, response).await
+    };
+    let response = tracing::Instrument::instrument(inner, span.clone()).await;
+    let response = observed.finish(&app, &span, response);
+    edge.leave(response).await
+}
+
+/// The public listener's layers in one middleware: [`Edge`], [`Observed`], and the same
+/// refusals of bad input as on the API listener, which log nothing here (an unauthenticated
+/// client must not grow the audit log).
+async fn public_layers(State(app): State<App>, request: Request, next: Next) -> Response {
+    let (request, edge) = Edge::enter(request);
+    let (observed, span) = Observed::start(&request, "public");
+    let inner = async {
+        match input::check_request(request.uri(), request.headers()) {
+            Ok(()) => next.run(request).await,
+            Err(refusal) => refusal.to_api().into_response(),
+        }
+    };
+    let response = tracing::Instrument::instrument(inner, span.clone()).await;
+    let response = observed.finish(&app, &span, response);
+    edge.leave(response).await
+}
+
+/// The metrics listener's only layer: [`Edge`].
+async fn edge(request: Request, next: Next) -> Response {
+    let (request, edge) = Edge::enter(request);
+    let response = next.run(request).await;
+    edge.leave(response).await
+}
+
 /// The outermost layer of every listener. Request bodies become [`body::Drained`], so an
 /// answer given before an upload was read still reaches the client; and every error answer
 /// is problem+json, also those that axum's extractors and routing produce themselves
@@ -142,36 +178,37 @@ pub fn metrics_router(app: App) -> Router {
 /// been read: a client that sees an error status mid-upload (curl does) ends its stream at
 /// once, short of the declared length, and the h2 library answers that with a stream reset
 /// (PROTOCOL_ERROR, RFC 9113 §8.1.1) which can overtake the answer's body still queued.
-async fn edge(request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let hold = request.version() == Version::HTTP_2
-        && declared.is_some_and(|n| n > 0 && n <= body::DRAIN_BYTES);
-    let mut finished = None;
-    let request = request.map(|b| {
-        let (drained, rx) = body::Drained::watched(b);
-        finished = Some(rx);
-        axum::body::Body::new(drained)
-    });
-    let response = next.run(request).await;
-    if hold
-        && let Some(rx) = finished
-        && (response.status().is_client_error() || response.status().is_server_error())
-    {
-        let _ = tokio::time::timeout(body::DRAIN_TIME, rx).await;
-    }
-    problem::ensure_problem(response).await
+struct Edge {
+    hold: bool,
+    finished: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
-/// Refuses, on the API listener, what [`input::check_request`] refuses. Runs inside
-/// [`audit_refusals`], which logs the refusal under the caller like any other.
-async fn refuse_bad_input(request: Request, next: Next) -> Response {
-    match input::check_request(request.uri(), request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => refusal.to_api().into_response(),
+impl Edge {
+    fn enter(request: Request) -> (Request, Edge) {
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let hold = request.version() == Version::HTTP_2
+            && declared.is_some_and(|n| n > 0 && n <= body::DRAIN_BYTES);
+        let mut finished = None;
+        let request = request.map(|b| {
+            let (drained, rx) = body::Drained::watched(b);
+            finished = Some(rx);
+            axum::body::Body::new(drained)
+        });
+        (request, Edge { hold, finished })
+    }
+
+    async fn leave(self, response: Response) -> Response {
+        if self.hold
+            && let Some(rx) = self.finished
+            && (response.status().is_client_error() || response.status().is_server_error())
+        {
+            let _ = tokio::time::timeout(body::DRAIN_TIME, rx).await;
+        }
+        problem::ensure_problem(response).await
     }
 }
 
@@ -181,37 +218,24 @@ async fn refuse_bad_input(request: Request, next: Next) -> Response {
 /// type as its result, before the answer leaves. Refusals a handler logged itself carry their
 /// receipt and pass untouched; 5xx answers are failures, not refusals, and the log may be
 /// what failed.
-async fn audit_refusals(State(app): State<App>, request: Request, next: Next) -> Response {
-    let caller = request.extensions().get::<Caller>().cloned();
-    let subject = request_subject(&request);
-    let response = next.run(request).await;
+async fn audit_refusal(app: &App, actor: Actor, subject: Subject, response: Response) -> Response {
     if !response.status().is_client_error() || response.headers().contains_key("audit-receipt") {
         return response;
     }
-    let Some(caller) = caller else {
-        // `identify` runs first and lets no request through without a caller.
-        return response;
-    };
     let kind = problem::kind_of(&response);
-    let record = caller.record(
-        "request",
-        subject,
-        &serde_json::json!({ "status": response.status().as_u16() }),
-        None,
-        &format!("error:{kind}"),
-    );
+    let record = Record {
+        actor,
+        action: "request".to_owned(),
+        subject: subject.render(),
+        params_digest: crate::audit::params_digest(
+            &serde_json::json!({ "status": response.status().as_u16() }),
+        ),
+        output_digest: None,
+        result: format!("error:{kind}"),
+    };
     match app.audit.append(record).await {
         Ok(receipt) => with_receipt(response, &receipt),
         Err(e) => ApiError::from(e).into_response(),
-    }
-}
-
-/// The same refusals on the public listener, which logs nothing (an unauthenticated client
-/// must not grow the audit log).
-async fn refuse_bad_public_input(request: Request, next: Next) -> Response {
-    match input::check_request(request.uri(), request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => refusal.to_api().into_response(),
     }
 }
 
@@ -220,66 +244,103 @@ const MAX_SUBJECT_PATH: usize = 256;
 
 /// `METHOD route` for the audit entry of a refused request: the route's template when it
 /// matched one (no client text at all), else the path as sent (still percent-encoded, so
-/// free of control characters), cut to [`MAX_SUBJECT_PATH`] bytes.
-fn request_subject(request: &Request) -> String {
-    let route = match request.extensions().get::<MatchedPath>() {
-        Some(p) => p.as_str().to_owned(),
-        None => {
-            let path = request.uri().path();
-            let mut end = path.len().min(MAX_SUBJECT_PATH);
-            while !path.is_char_boundary(end) {
-                end -= 1;
-            }
-            path[..end].to_owned()
-        }
-    };
-    format!("{} {route}", request.method())
+/// free of control characters), cut to [`MAX_SUBJECT_PATH`] bytes. Kept in parts (cheap
+/// clones) and written out only for a refusal.
+struct Subject {
+    method: http::Method,
+    route: Option<MatchedPath>,
+    uri: http::Uri,
 }
 
-/// Request id, tracing span, and the HTTP metrics.
-async fn observe(
-    State((app, listener)): State<(App, &'static str)>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let start = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = request.method().clone();
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!("request", id = %request_id, %listener, %method, %route);
-    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
-    let status = response.status();
-    app.metrics
-        .http_requests
-        .with_label_values(&[listener, &route, method.as_str(), status.as_str()])
-        .inc();
-    app.metrics
-        .http_duration
-        .with_label_values(&[listener, &route])
-        .observe(start.elapsed().as_secs_f64());
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", v);
+impl Subject {
+    fn of(request: &Request) -> Subject {
+        Subject {
+            method: request.method().clone(),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            uri: request.uri().clone(),
+        }
     }
-    span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            elapsed_ms = start.elapsed().as_millis() as u64,
-            "served"
+
+    fn render(&self) -> String {
+        let route = match &self.route {
+            Some(p) => p.as_str(),
+            None => {
+                let path = self.uri.path();
+                let mut end = path.len().min(MAX_SUBJECT_PATH);
+                while !path.is_char_boundary(end) {
+                    end -= 1;
+                }
+                &path[..end]
+            }
+        };
+        format!("{} {route}", self.method)
+    }
+}
+
+/// Request id, tracing span, and the HTTP metrics of one request.
+struct Observed {
+    start: Instant,
+    listener: &'static str,
+    route: Option<MatchedPath>,
+    method: http::Method,
+    request_id: String,
+}
+
+impl Observed {
+    fn start(request: &Request, listener: &'static str) -> (Observed, tracing::Span) {
+        let observed = Observed {
+            start: Instant::now(),
+            listener,
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            method: request.method().clone(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let span = tracing::info_span!(
+            "request",
+            id = %observed.request_id,
+            listener,
+            method = %observed.method,
+            route = observed.route(),
         );
-    });
-    response
+        (observed, span)
+    }
+
+    fn route(&self) -> &str {
+        self.route.as_ref().map_or("unmatched", |p| p.as_str())
+    }
+
+    fn finish(self, app: &App, span: &tracing::Span, mut response: Response) -> Response {
+        let status = response.status();
+        let route = self.route();
+        app.metrics
+            .http_requests
+            .with_label_values(&[self.listener, route, self.method.as_str(), status.as_str()])
+            .inc();
+        app.metrics
+            .http_duration
+            .with_label_values(&[self.listener, route])
+            .observe(self.start.elapsed().as_secs_f64());
+        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        span.in_scope(|| {
+            tracing::info!(
+                status = status.as_u16(),
+                elapsed_ms = self.start.elapsed().as_millis() as u64,
+                "served"
+            );
+        });
+        response
+    }
 }
 
 /// Turns the connection's client certificate into a [`Caller`], on every request: a held,
 /// revoked, expired or unknown certificate is refused even on a kept-alive connection or a
-/// resumed TLS session. Refusals are logged.
-async fn identify(State(app): State<App>, mut request: Request, next: Next) -> Response {
+/// resumed TLS session. Refusals are logged. Gives back the request with its caller attached,
+/// and the caller as the audit's actor (for [`audit_refusal`]), or the refusal to answer.
+async fn identify(app: &App, mut request: Request) -> Result<(Request, Actor), Response> {
     let Some(peer) = request.extensions().get::<PeerCertificate>().cloned() else {
-        return ApiError::forbidden("a client certificate is required").into_response();
+        return Err(ApiError::forbidden("a client certificate is required").into_response());
     };
     // Answers under /v1/audit/ are not audit entries, so the writer's check of the caller
     // (see `identities`) does not cover them: they read the database every time.
@@ -293,7 +354,7 @@ async fn identify(State(app): State<App>, mut request: Request, next: Next) -> R
         Some(identity) => Some(identity),
         None => match app.store.identity(&peer.fingerprint).await {
             Ok(identity) => identity,
-            Err(e) => return ApiError::from(e).into_response(),
+            Err(e) => return Err(ApiError::from(e).into_response()),
         },
     };
     let now = OffsetDateTime::now_utc();
@@ -306,7 +367,6 @@ async fn identify(State(app): State<App>, mut request: Request, next: Next) -> R
     if let (true, Some(identity), None) = (from_database, &identity, &refusal) {
         app.identities.put(&peer.fingerprint, identity);
     }
-    let subject = request_subject(&request);
     let (identity, refusal) = match (identity, refusal) {
         (Some(identity), None) => (identity, None),
         (identity, Some(reason)) => (identity.unwrap_or_else(unknown_identity), Some(reason)),
@@ -323,15 +383,15 @@ async fn identify(State(app): State<App>, mut request: Request, next: Next) -> R
     if let Some(reason) = refusal {
         let record = caller.record(
             "request",
-            subject,
+            Subject::of(&request).render(),
             &serde_json::json!({}),
             None,
             "error:forbidden",
         );
-        return match app.audit.append(record).await {
+        return Err(match app.audit.append(record).await {
             Ok(receipt) => with_receipt(ApiError::forbidden(reason).into_response(), &receipt),
             Err(e) => ApiError::from(e).into_response(),
-        };
+        });
     }
     if let Err(wait) = app
         .limits
@@ -348,10 +408,11 @@ async fn identify(State(app): State<App>, mut request: Request, next: Next) -> R
         if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        return response;
+        return Err(response);
     }
+    let actor = caller.actor();
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    Ok((request, actor))
 }
 
 fn unknown_identity() -> crate::store::Identity {
