@@ -300,18 +300,18 @@ impl Observed {
             id = %observed.request_id,
             listener,
             method = %observed.method,
-            route = observed.route(),
+            route = observed.route_name(),
         );
         (observed, span)
     }
 
-    fn route(&self) -> &str {
+    fn route_name(&self) -> &str {
         self.route.as_ref().map_or("unmatched", |p| p.as_str())
     }
 
     fn finish(self, app: &App, span: &tracing::Span, mut response: Response) -> Response {
         let status = response.status();
-        let route = self.route();
+        let route = self.route_name();
         app.metrics
             .http_requests
             .with_label_values(&[self.listener, route, self.method.as_str(), status.as_str()])
