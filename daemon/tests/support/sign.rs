@@ -54,7 +54,9 @@ pub fn keys_cli(instance: &Instance, args: &[&str]) -> String {
     let out = instance.command().arg("keys").args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "signetd keys {args:?}: {}",
+        "signetd keys {args:?} exited with {}: stdout {} stderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
