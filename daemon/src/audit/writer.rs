@@ -308,32 +308,55 @@ impl Writer {
         self.unsaved = None;
         let outcome: Result<Frontier, AuditError> = async {
             let mut conn = self.store.writer_connection().await?;
-            let tx = conn.transaction().await.map_err(StoreError::from)?;
+            let stmts = sql::WriterStatements::prepare(&conn).await?;
+            let client: &mut tokio_postgres::Client = &mut conn;
+            let tx = client.transaction().await.map_err(StoreError::from)?;
             // Invariant 7: every caller of the group is checked under the lock, in the same
             // round trip (the server runs the two statements in order, the check after the
             // lock is held), so a hold committed anywhere before this commit can take effect
             // withholds this caller's answer: `api::identify` may have let it in from its cache.
             let gated = gated_callers(jobs.iter().map(|(record, _)| record));
-            let (size, mut refused) = if gated.is_empty() {
-                (sql::lock_writer(&tx).await?, HashMap::new())
-            } else {
-                tokio::try_join!(sql::lock_writer(&tx), sql::refused_callers(&tx, &gated))?
-            };
+            let mut failures: Vec<Option<StoreError>> = jobs.iter().map(|_| None).collect();
+            let had_any: Vec<bool> = jobs.iter().map(|(_, m)| m.is_some()).collect();
+            // When no mutation waits for a check (all are contained and none is a gated
+            // caller's), they go out in the same round trip, queued behind the lock: the
+            // batch jobs' groups.
+            let early = jobs.iter().all(|(record, mutation)| match mutation {
+                None => true,
+                Some((_, Guard::Contained)) => !is_gated(record),
+                Some((_, Guard::Savepoint)) => false,
+            });
+            let mut contained: Vec<(usize, Mutation)> = Vec::new();
+            if early {
+                for (i, (_, mutation)) in jobs.iter_mut().enumerate() {
+                    if let Some((mutation, _)) = mutation.take() {
+                        contained.push((i, mutation));
+                    }
+                }
+            }
+            let (size, mut refused, ()) = tokio::try_join!(
+                async { Ok::<_, AuditError>(sql::lock_writer(&tx, &stmts).await?) },
+                async {
+                    if gated.is_empty() {
+                        Ok(HashMap::new())
+                    } else {
+                        Ok(sql::refused_callers(&tx, &stmts, &gated).await?)
+                    }
+                },
+                run_contained(&tx, &mut contained, &mut failures),
+            )?;
             let mut frontier = self.load_frontier(&tx, size).await?;
             // The mutations first, in order; a run of contained ones is sent back to back. A
             // refused caller's mutation does not run.
-            let mut failures: Vec<Option<StoreError>> = Vec::with_capacity(jobs.len());
             let mut refusals: Vec<Option<String>> = Vec::with_capacity(jobs.len());
             let mut records = Vec::with_capacity(jobs.len());
-            let mut contained: Vec<(usize, Mutation)> = Vec::new();
             let mut had_mutation: Vec<bool> = Vec::with_capacity(jobs.len());
-            let mut mutated = false;
+            let mut mutated = early && had_any.iter().any(|&m| m);
             for (i, (record, mutation)) in jobs.into_iter().enumerate() {
                 let refusal = is_gated(&record)
                     .then(|| refused.get(&record.actor.fingerprint).cloned())
                     .flatten();
-                failures.push(None);
-                had_mutation.push(mutation.is_some() && refusal.is_none());
+                had_mutation.push(had_any[i] && refusal.is_none());
                 match mutation {
                     _ if refusal.is_some() => {}
                     None => {}
@@ -376,7 +399,7 @@ impl Writer {
                     .iter()
                     .map(|&i| records[i].actor.fingerprint.clone())
                     .collect();
-                refused = sql::refused_callers(&tx, &again).await?;
+                refused = sql::refused_callers(&tx, &stmts, &again).await?;
                 for i in plain {
                     refusals[i] = refused.get(&records[i].actor.fingerprint).cloned();
                 }
@@ -411,13 +434,15 @@ impl Writer {
                 });
                 entries.push(entry);
             }
-            sql::insert(&tx, &entries, &nodes).await?;
             if frontier.size() - self.last_checkpoint.min(frontier.size())
                 >= self.cfg.checkpoint_every
             {
+                sql::insert(&tx, &stmts, &entries, &nodes).await?;
                 self.sign_checkpoint(&tx, &frontier).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+            } else {
+                sql::insert_and_commit(tx, &stmts, &entries, &nodes).await?;
             }
-            tx.commit().await.map_err(StoreError::from)?;
             Ok(frontier)
         }
         .await;
@@ -480,8 +505,10 @@ impl Writer {
     async fn checkpoint_now(&mut self) -> Result<(), AuditError> {
         self.unsaved = None;
         let mut conn = self.store.writer_connection().await?;
-        let tx = conn.transaction().await.map_err(StoreError::from)?;
-        let size = sql::lock_writer(&tx).await?;
+        let stmts = sql::WriterStatements::prepare(&conn).await?;
+        let client: &mut tokio_postgres::Client = &mut conn;
+        let tx = client.transaction().await.map_err(StoreError::from)?;
+        let size = sql::lock_writer(&tx, &stmts).await?;
         if size == 0 || size <= self.last_checkpoint {
             self.last_checkpoint_at = Instant::now();
             return Ok(());

@@ -65,11 +65,52 @@ fn entry_from_row(r: &tokio_postgres::Row) -> Result<Entry, StoreError> {
 
 const ENTRY_COLUMNS: &str = "seq, time, actor_fingerprint, actor_account, action, subject, params_digest, output_digest, result";
 
+/// The writer's statements, prepared on its connection before its transaction opens
+/// (deadpool caches them per connection, so only a new connection pays a round trip). The
+/// transaction itself is opened on the bare client ([`tokio_postgres::Transaction`]), which
+/// [`insert_and_commit`] can end with a pipelined COMMIT.
+#[derive(Debug)]
+pub struct WriterStatements {
+    lock: tokio_postgres::Statement,
+    refused: tokio_postgres::Statement,
+    insert: tokio_postgres::Statement,
+}
+
+impl WriterStatements {
+    /// Prepares (or takes from the connection's cache) the three statements.
+    pub async fn prepare(conn: &deadpool_postgres::Object) -> Result<Self, StoreError> {
+        let (lock, refused, insert) = tokio::try_join!(
+            // The lock, then the size read after it (`sql/V7__writer_round_trips.sql`).
+            conn.prepare_cached("SELECT audit_lock_writer($1)"),
+            conn.prepare_cached(
+                "SELECT f.fp, c.status, a.deleted_at IS NOT NULL, c.not_after \
+                 FROM unnest($1::text[]) AS f(fp) \
+                 LEFT JOIN certificates c ON c.fingerprint = f.fp \
+                 LEFT JOIN accounts a ON a.id = c.account_id",
+            ),
+            // Entries and nodes in one statement.
+            conn.prepare_cached(
+                "WITH entries AS ( \
+                   INSERT INTO audit_entries (seq, time, actor_fingerprint, actor_account, action, subject, params_digest, output_digest, result) \
+                   SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::text[])) \
+                 INSERT INTO audit_nodes (level, idx, hash) \
+                 SELECT * FROM unnest($10::smallint[], $11::bigint[], $12::bytea[])",
+            ),
+        )?;
+        Ok(WriterStatements {
+            lock,
+            refused,
+            insert,
+        })
+    }
+}
+
 /// Takes the writer lock for the rest of the transaction; returns the current tree size.
-pub async fn lock_writer(tx: &deadpool_postgres::Transaction<'_>) -> Result<u64, StoreError> {
-    // One round trip: the lock, then the size read after it (`sql/V7__writer_round_trips.sql`).
-    let stmt = tx.prepare_cached("SELECT audit_lock_writer($1)").await?;
-    let row = tx.query_one(&stmt, &[&WRITER_LOCK]).await?;
+pub async fn lock_writer(
+    tx: &tokio_postgres::Transaction<'_>,
+    stmts: &WriterStatements,
+) -> Result<u64, StoreError> {
+    let row = tx.query_one(&stmts.lock, &[&WRITER_LOCK]).await?;
     to_u64(row.try_get(0)?)
 }
 
@@ -78,20 +119,13 @@ pub async fn lock_writer(tx: &deadpool_postgres::Transaction<'_>) -> Result<u64,
 /// so it sees every status change committed before the group's entries can commit (a status
 /// change commits under the same lock, with its own entry). One statement for the whole group.
 pub async fn refused_callers(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
+    stmts: &WriterStatements,
     fingerprints: &[String],
 ) -> Result<HashMap<String, String>, StoreError> {
-    let stmt = tx
-        .prepare_cached(
-            "SELECT f.fp, c.status, a.deleted_at IS NOT NULL, c.not_after \
-             FROM unnest($1::text[]) AS f(fp) \
-             LEFT JOIN certificates c ON c.fingerprint = f.fp \
-             LEFT JOIN accounts a ON a.id = c.account_id",
-        )
-        .await?;
     let now = OffsetDateTime::now_utc();
     let mut refused = HashMap::new();
-    for row in tx.query(&stmt, &[&fingerprints]).await? {
+    for row in tx.query(&stmts.refused, &[&fingerprints]).await? {
         let fingerprint: String = row.try_get(0)?;
         let status: Option<String> = row.try_get(1)?;
         let deleted: Option<bool> = row.try_get(2)?;
@@ -227,22 +261,36 @@ impl<'a> Columns<'a> {
 
 /// Appends entries and the nodes they completed, in one statement.
 pub async fn insert(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
+    stmts: &WriterStatements,
     entries: &[Entry],
     new_nodes: &[(NodeId, Hash)],
 ) -> Result<(), StoreError> {
     let columns = Columns::of(entries, new_nodes)?;
-    // Entries and nodes in one statement: one round trip of the writer's serial transaction.
-    let stmt = tx
-        .prepare_cached(
-            "WITH entries AS ( \
-               INSERT INTO audit_entries (seq, time, actor_fingerprint, actor_account, action, subject, params_digest, output_digest, result) \
-               SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[], $9::text[])) \
-             INSERT INTO audit_nodes (level, idx, hash) \
-             SELECT * FROM unnest($10::smallint[], $11::bigint[], $12::bytea[])",
-        )
-        .await?;
-    tx.execute(&stmt, &columns.params()).await?;
+    tx.execute(&stmts.insert, &columns.params()).await?;
+    Ok(())
+}
+
+/// [`insert`], then COMMIT, sent back to back: one round trip instead of two. The server runs
+/// them in order; if the insert fails, the transaction is aborted and the COMMIT only rolls it
+/// back, and the insert's error is what comes back.
+pub async fn insert_and_commit(
+    tx: tokio_postgres::Transaction<'_>,
+    stmts: &WriterStatements,
+    entries: &[Entry],
+    new_nodes: &[(NodeId, Hash)],
+) -> Result<(), StoreError> {
+    let columns = Columns::of(entries, new_nodes)?;
+    let params = columns.params();
+    tokio::try_join!(
+        tx.execute(&stmts.insert, &params),
+        tx.batch_execute("COMMIT")
+    )?;
+    // The COMMIT went out by hand and succeeded: the transaction is over, and dropping it
+    // would send a stray ROLLBACK. A top-level `Transaction` holds only a borrow of the
+    // client and two plain fields, so forgetting it leaks nothing. (On an error above it is
+    // dropped: its ROLLBACK ends the transaction if the COMMIT was never sent.)
+    std::mem::forget(tx);
     Ok(())
 }
 
