@@ -61,7 +61,8 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     init_logging(&config);
     let runtime = runtime()?;
-    match cli.command {
+    let one_shot = !matches!(cli.command, Command::Serve);
+    let result = match cli.command {
         Command::Init { out_dir } => runtime.block_on(run_init(config, out_dir.as_deref())),
         Command::Serve => runtime.block_on(run_serve(config)),
         Command::HsmBench {
@@ -99,6 +100,36 @@ fn main() -> anyhow::Result<()> {
         Command::Records(cmd) => runtime.block_on(run_records(config, cmd)),
         Command::Jobs(cmd) => runtime.block_on(run_jobs(config, cmd)),
         Command::Dev { .. } | Command::Audit(AuditCommand::VerifyProof { .. }) => Ok(()),
+    };
+    if one_shot {
+        exit_now(result)
+    }
+    result
+}
+
+/// Ends a one-shot command (`init`, `keys`, `account`, `jobs`, ...) without running the C
+/// libraries' exit handlers. The command started background tasks and token threads that may
+/// still be inside the PKCS#11 module (a key slot opening its session copy, a timed
+/// checkpoint), and SoftHSM2's static destructors would tear the module down under them: a CI
+/// run saw `signetd keys generate` die after its work was done, with no error line. Whatever
+/// the command did is durable by now (committed by the database, written by the token, its
+/// files closed); only its output is flushed here.
+fn exit_now(result: anyhow::Result<()>) -> ! {
+    use std::io::Write;
+    let code = match &result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            1
+        }
+    };
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[allow(unsafe_code)]
+    // SAFETY: `_exit` takes a plain integer and does not return; it runs no handlers, so no
+    // other thread's state is touched.
+    unsafe {
+        libc::_exit(code)
     }
 }
 
