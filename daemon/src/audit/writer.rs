@@ -308,9 +308,7 @@ impl Writer {
         self.unsaved = None;
         let outcome: Result<Frontier, AuditError> = async {
             let mut conn = self.store.writer_connection().await?;
-            let stmts = sql::WriterStatements::prepare(&conn).await?;
-            let client: &mut tokio_postgres::Client = &mut conn;
-            let tx = client.transaction().await.map_err(StoreError::from)?;
+            let (stmts, tx) = sql::begin_writer(&mut conn).await?;
             // Invariant 7: every caller of the group is checked under the lock, in the same
             // round trip (the server runs the two statements in order, the check after the
             // lock is held), so a hold committed anywhere before this commit can take effect
@@ -334,6 +332,7 @@ impl Writer {
                     }
                 }
             }
+            let mut mutated = !contained.is_empty();
             let (size, mut refused, ()) = tokio::try_join!(
                 async { Ok::<_, AuditError>(sql::lock_writer(&tx, &stmts).await?) },
                 async {
@@ -351,7 +350,6 @@ impl Writer {
             let mut refusals: Vec<Option<String>> = Vec::with_capacity(jobs.len());
             let mut records = Vec::with_capacity(jobs.len());
             let mut had_mutation: Vec<bool> = Vec::with_capacity(jobs.len());
-            let mut mutated = early && had_any.iter().any(|&m| m);
             for (i, (record, mutation)) in jobs.into_iter().enumerate() {
                 let refusal = is_gated(&record)
                     .then(|| refused.get(&record.actor.fingerprint).cloned())
@@ -505,9 +503,7 @@ impl Writer {
     async fn checkpoint_now(&mut self) -> Result<(), AuditError> {
         self.unsaved = None;
         let mut conn = self.store.writer_connection().await?;
-        let stmts = sql::WriterStatements::prepare(&conn).await?;
-        let client: &mut tokio_postgres::Client = &mut conn;
-        let tx = client.transaction().await.map_err(StoreError::from)?;
+        let (stmts, tx) = sql::begin_writer(&mut conn).await?;
         let size = sql::lock_writer(&tx, &stmts).await?;
         if size == 0 || size <= self.last_checkpoint {
             self.last_checkpoint_at = Instant::now();

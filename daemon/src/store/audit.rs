@@ -78,7 +78,7 @@ pub struct WriterStatements {
 
 impl WriterStatements {
     /// Prepares (or takes from the connection's cache) the three statements.
-    pub async fn prepare(conn: &deadpool_postgres::Object) -> Result<Self, StoreError> {
+    async fn prepare(conn: &deadpool_postgres::Object) -> Result<Self, StoreError> {
         let (lock, refused, insert) = tokio::try_join!(
             // The lock, then the size read after it (`sql/V7__writer_round_trips.sql`).
             conn.prepare_cached("SELECT audit_lock_writer($1)"),
@@ -103,6 +103,15 @@ impl WriterStatements {
             insert,
         })
     }
+}
+
+/// Opens the writer's transaction on the bare client of `conn`, with its statements.
+pub async fn begin_writer(
+    conn: &mut deadpool_postgres::Object,
+) -> Result<(WriterStatements, tokio_postgres::Transaction<'_>), StoreError> {
+    let stmts = WriterStatements::prepare(conn).await?;
+    let client: &mut tokio_postgres::Client = conn;
+    Ok((stmts, client.transaction().await?))
 }
 
 /// Takes the writer lock for the rest of the transaction; returns the current tree size.
