@@ -537,9 +537,14 @@ impl Default for Signing {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Jobs {
-    /// Workers per `signetd serve` process; each signs one batch at a time with one leased
-    /// key. 0: this process works no job (other daemons sharing the database do).
+    /// Workers per `signetd serve` process. 0: this process works no job (other daemons
+    /// sharing the database do).
     pub workers: usize,
+    /// Batches a worker claims in one database call and signs at once, each with its own
+    /// leased key (1 to 64). At small batch sizes the database's work per claim, not the
+    /// token, bounds a job; claiming several at a time shares it. A worker holds up to this
+    /// many claims and key leases, so `workers × claim_batches` batches are in flight.
+    pub claim_batches: u32,
     /// Seconds a batch claim and its key lease last without renewal; both are renewed every
     /// third of it while a worker uses them. A worker that dies holds them this long at most:
     /// then its batch is claimed again and its key can be leased again.
@@ -559,6 +564,7 @@ impl Default for Jobs {
     fn default() -> Self {
         Self {
             workers: 4,
+            claim_batches: 4,
             lease_ttl_secs: 30,
             poll_secs: 2,
             max_batch_size: 10_000,
@@ -737,6 +743,11 @@ impl Config {
                     .into(),
             ));
         }
+        if !(1..=64).contains(&jobs.claim_batches) {
+            return Err(ConfigError::Invalid(
+                "jobs.claim_batches must be between 1 and 64".into(),
+            ));
+        }
         let sg = &self.signing;
         if sg.batch_max_items == 0
             || sg.batch_parallel == 0
@@ -881,6 +892,26 @@ mod tests {
         std::fs::write(&path, format!("{base}[audit]\ngroup_wait_micros = 0\n"))?;
         let audit = Config::load(Some(&path))?.audit;
         assert_eq!((audit.group_wait_micros, audit.group_wait_from), (0, 8));
+        Ok(())
+    }
+
+    #[test]
+    fn jobs_claim_batches_is_bounded() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.toml");
+        let base = "[database]\nurl = \"postgresql://x@/y\"\n[hsm.tokens.ca]\nlabel = \"L\"\npin_env = \"P\"\n[hsm.tokens.audit]\nlabel = \"A\"\npin_env = \"P\"\n";
+        for bad in [0, 65] {
+            std::fs::write(&path, format!("{base}[jobs]\nclaim_batches = {bad}\n"))?;
+            let err = Config::load(Some(&path)).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("claim_batches")),
+                "{bad}: {err:?}"
+            );
+        }
+        std::fs::write(&path, base)?;
+        assert_eq!(Config::load(Some(&path))?.jobs.claim_batches, 4);
+        std::fs::write(&path, format!("{base}[jobs]\nclaim_batches = 64\n"))?;
+        assert_eq!(Config::load(Some(&path))?.jobs.claim_batches, 64);
         Ok(())
     }
 }

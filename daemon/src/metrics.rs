@@ -109,7 +109,7 @@ pub struct Metrics {
     pub jobs_key_wait: prometheus::Histogram,
     /// Batch latency: claim to commit.
     pub jobs_batch_duration: prometheus::Histogram,
-    /// Workers of this process working on a batch now.
+    /// Batches the workers of this process are signing now.
     pub jobs_workers_busy: IntGauge,
     /// 1 while a job runs.
     pub jobs_running: IntGauge,
@@ -333,7 +333,7 @@ impl Metrics {
             )?,
             jobs_workers_busy: IntGauge::new(
                 "jobs_workers_busy",
-                "Batch workers of this process working now",
+                "Batches the workers of this process are signing now (up to jobs.workers × jobs.claim_batches)",
             )?,
             jobs_running: IntGauge::new("jobs_running", "1 while a batch job runs")?,
             jobs_running_total: IntGauge::new(

@@ -43,13 +43,21 @@ pub(super) async fn run(inner: Arc<Inner>, index: usize) {
         tokio::pin!(work);
         work.as_mut().enable();
         let asked = Instant::now();
-        let pause = match inner.store.claim_batch(&holder, ttl, PAGE).await {
-            Ok(ClaimOutcome::Claimed(claim)) => {
+        let count = i32::try_from(inner.cfg.claim_batches.max(1)).unwrap_or(1);
+        let pause = match inner.store.claim_batches(&holder, ttl, PAGE, count).await {
+            Ok(ClaimOutcome::Claimed(claims)) => {
                 error_pause = Duration::from_millis(500);
-                if !process(&inner, &holder, ttl, *claim, asked).await {
+                // The claims side by side: each its own key, renewal and commit.
+                let blocked = futures_util::future::join_all(
+                    claims
+                        .into_iter()
+                        .map(|claim| process(&inner, &holder, ttl, claim, asked)),
+                )
+                .await;
+                if !blocked.contains(&true) {
                     continue;
                 }
-                // No key of the ring may sign the batch (budgets used up, windows closed):
+                // No key of the ring may sign a batch (budgets used up, windows closed):
                 // claiming again at once would only give it up again. A change of limits
                 // wakes the workers (`Jobs::wake`); `poll_secs` bounds the wait otherwise.
                 idle

@@ -114,8 +114,8 @@ pub enum ClaimOutcome {
     NoJob,
     /// A job runs, but every open batch is claimed by a live worker.
     Busy(Uuid),
-    /// A batch to sign.
-    Claimed(Box<Claim>),
+    /// Batches to sign (at least one), by seq.
+    Claimed(Vec<Claim>),
 }
 
 /// The signatures of a finished batch, as the worker hands them to the audit writer.
@@ -438,19 +438,20 @@ impl Store {
         Ok(progress)
     }
 
-    /// Claims the next open batch of the running job for `holder` until `ttl` from now — a
-    /// pending one, or one whose claim expired (its worker died) — leases the least recently
-    /// used idle key of the job's ring that may sign the whole batch with it (reserving the
-    /// batch's size from the key's budget, see [`Store::lease_batch_key`]), and reads the
-    /// batch's first `page` unsigned records: one call, one commit (`jobs_claim_batch`,
-    /// `sql/V8__claim_in_one_call.sql`, last replaced in `sql/V14__job_budgets.sql`).
-    /// Concurrent callers in any process never get the same batch or key (`FOR UPDATE SKIP
-    /// LOCKED`).
-    pub async fn claim_batch(
+    /// Claims up to `count` of the next open batches of the running job for `holder` until
+    /// `ttl` from now — pending ones, or ones whose claim expired (their worker died) — leases
+    /// for each the least recently used idle key of the job's ring that may sign it whole
+    /// (reserving its size from the key's budget, see [`Store::lease_batch_key`]; the first
+    /// batch gets the least recently used key), and reads each batch's first `page` unsigned
+    /// records: one call, one commit, five statements however many batches
+    /// (`jobs_claim_batches`, `sql/V17__claim_several_batches.sql`). Concurrent callers in any
+    /// process never get the same batch or key (`FOR UPDATE SKIP LOCKED`).
+    pub async fn claim_batches(
         &self,
         holder: &str,
         ttl: Duration,
         page: i32,
+        count: i32,
     ) -> Result<ClaimOutcome, StoreError> {
         let conn = self.pool.get().await?;
         let stmt = conn
@@ -458,33 +459,38 @@ impl Store {
                 "SELECT c.o_job, c.o_ring, c.o_batch, c.o_seq, c.o_first, c.o_last, c.o_attempt, \
                         c.o_ids, c.o_data, c.o_size, \
                         k.id, k.token, k.label, k.algorithm, k.public_key, k.fingerprint, k.state \
-                 FROM jobs_claim_batch($1, $2, $3) c LEFT JOIN keys k ON k.id = c.o_key",
+                 FROM jobs_claim_batches($1, $2, $3, $4) c LEFT JOIN keys k ON k.id = c.o_key",
             )
             .await?;
-        let Some(row) = conn.query_opt(&stmt, &[&holder, &secs(ttl), &page]).await? else {
+        let rows = conn
+            .query(&stmt, &[&holder, &secs(ttl), &page, &count])
+            .await?;
+        let Some(first) = rows.first() else {
             return Ok(ClaimOutcome::NoJob);
         };
-        let job: Uuid = row.try_get(0)?;
-        let Some(batch) = row.try_get::<_, Option<i64>>(2)? else {
-            return Ok(ClaimOutcome::Busy(job));
-        };
-        let page = pair_records(row.try_get(7)?, row.try_get(8)?)?;
-        let key = match row.try_get::<_, Option<Uuid>>(10)? {
-            Some(_) => Some(KeyColumns { row: &row, at: 10 }.read()?),
-            None => None,
-        };
-        Ok(ClaimOutcome::Claimed(Box::new(Claim {
-            job,
-            ring: row.try_get(1)?,
-            batch,
-            seq: row.try_get(3)?,
-            first: row.try_get(4)?,
-            last: row.try_get(5)?,
-            attempt: row.try_get(6)?,
-            size: row.try_get(9)?,
-            key,
-            page,
-        })))
+        if first.try_get::<_, Option<i64>>(2)?.is_none() {
+            return Ok(ClaimOutcome::Busy(first.try_get(0)?));
+        }
+        let mut claims = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key = match row.try_get::<_, Option<Uuid>>(10)? {
+                Some(_) => Some(KeyColumns { row, at: 10 }.read()?),
+                None => None,
+            };
+            claims.push(Claim {
+                job: row.try_get(0)?,
+                ring: row.try_get(1)?,
+                batch: row.try_get(2)?,
+                seq: row.try_get(3)?,
+                first: row.try_get(4)?,
+                last: row.try_get(5)?,
+                attempt: row.try_get(6)?,
+                size: row.try_get(9)?,
+                key,
+                page: pair_records(row.try_get(7)?, row.try_get(8)?)?,
+            });
+        }
+        Ok(ClaimOutcome::Claimed(claims))
     }
 
     /// The unsigned records of a batch's range with an id above `after`, by id, at most
