@@ -416,15 +416,24 @@ fn two_daemons_and_a_batch_job_share_one_key_budget() {
             d.logs()
         );
     }
-    let said: usize = [&a, &b]
+    // Said once per daemon and wait: again only after the daemon saw a key sign batches again
+    // (a reservation given back by a batch that was given up, e.g. when a loaded machine let a
+    // claim expire, makes room for one more batch).
+    let (said, resumed): (usize, usize) = [&a, &b]
         .iter()
         .map(|d| {
-            d.logs()
-                .matches("the job waits until a signature budget")
-                .count()
+            let logs = d.logs();
+            (
+                logs.matches("the job waits until a signature budget")
+                    .count(),
+                logs.matches("a key may sign batches again").count(),
+            )
         })
-        .sum();
-    assert!((1..=2).contains(&said), "said {said} times");
+        .fold((0, 0), |(s, r), (ds, dr)| (s + ds, r + dr));
+    assert!(
+        (1..=2 + resumed).contains(&said),
+        "said {said} times, resumed {resumed} times"
+    );
     let metrics: String = [&a, &b]
         .iter()
         .map(|d| curl(&[d.metrics_url("/metrics").as_str()]).body)
