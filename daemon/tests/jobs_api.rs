@@ -88,6 +88,10 @@ fn post_json(
 fn records_jobs_and_proofs_through_the_api() {
     let instance = Instance::new();
     jobs::configure(&instance, 2, 10);
+    // Two workers of one claim each against three keys: a key is idle whenever a batch is
+    // claimed, so least recently used first keeps the per-key counts level. (With more claims
+    // in flight than keys, the first key released is the only idle one and goes next.)
+    jobs::claim_batches(&instance, 1);
     instance.init();
     jobs::generate_ring(&instance, "docs", "ec-p256", 3);
     let admin = jobs::admin(&instance);
@@ -518,6 +522,49 @@ fn records_jobs_and_proofs_through_the_api() {
          SELECT record_id, batch_id, leaf_index + 100000, signature FROM signatures LIMIT 1",
     );
     assert!(out.is_err(), "a second signature was accepted");
+    // Every signature refers to a record and a batch that exist, and those rows stay: the
+    // references are checked once per statement (`sql/V20__signature_references_per_statement.sql`),
+    // so what they refer to may not go away, not even for the owner.
+    for (statement, refusal) in [
+        (
+            "INSERT INTO signatures (record_id, batch_id, leaf_index, signature) \
+             SELECT (SELECT max(id) + 1 FROM records), batch_id, leaf_index + 100000, signature \
+             FROM signatures LIMIT 1",
+            "refers to a record that does not exist",
+        ),
+        (
+            "WITH r AS (INSERT INTO records (data) VALUES ('\\x01') RETURNING id) \
+             INSERT INTO signatures (record_id, batch_id, leaf_index, signature) \
+             SELECT id, -1, 0, '\\x01' FROM r",
+            "refers to a batch that does not exist",
+        ),
+        (
+            "DELETE FROM records WHERE id = (SELECT min(record_id) FROM signatures)",
+            "DELETE on records refused",
+        ),
+        (
+            "UPDATE records SET data = data || '\\x00'::bytea \
+             WHERE id = (SELECT min(id) FROM records)",
+            "UPDATE on records refused",
+        ),
+        ("TRUNCATE records CASCADE", "TRUNCATE on records refused"),
+        (
+            "DELETE FROM batches WHERE id = (SELECT min(batch_id) FROM signatures)",
+            "DELETE on batches refused",
+        ),
+        ("TRUNCATE batches CASCADE", "TRUNCATE on batches refused"),
+    ] {
+        let out = instance.pg.psql("signetd", statement);
+        let err = out.expect_err(statement);
+        assert!(err.to_string().contains(refusal), "{statement}: {err}");
+    }
+    assert_eq!(
+        sql(
+            &instance,
+            "SELECT (SELECT count(*) FROM signatures) || ' ' || (SELECT count(*) FROM records)"
+        ),
+        "5203 5203"
+    );
     drop(daemon);
 
     // The audit writer finishes batches without a client-side savepoint: a refusal must undo
@@ -584,6 +631,39 @@ fn records_jobs_and_proofs_through_the_api() {
             "a refused batch ({code}) left changes"
         );
     }
+    // A record id inside a batch's range that names no record (a batch of the job cut by
+    // hand over ids past the newest record): the signatures' reference check, once per
+    // statement, refuses that batch alone, and its refusal is undone with it too.
+    let missing = sql_i64(&instance, "SELECT max(id) + 1000 FROM records");
+    let gap = sql_i64(
+        &instance,
+        &format!(
+            "INSERT INTO batches (job_id, seq, first_record, last_record, size, state, holder, \
+                                  attempts, claim_expires_at) \
+             VALUES ('{id3}', 1000000, {missing}, {missing}, 1, 'claimed', 'test', 7, \
+                     now() + interval '1 hour') RETURNING id"
+        ),
+    );
+    let refused = sql(
+        &instance,
+        &format!(
+            "SELECT jobs_try_finish_batch({gap}, 'test', 7, '{key}', ARRAY[{missing}::bigint], \
+             ARRAY['\\x01'::bytea], decode(repeat('00', 32), 'hex'))"
+        ),
+    );
+    assert!(refused.starts_with("23503 "), "{refused}");
+    assert_eq!(
+        sql(
+            &instance,
+            &format!("SELECT state FROM batches WHERE id = {gap}")
+        ),
+        "claimed"
+    );
+    assert_eq!(
+        state(),
+        "claimed 1 5203 running",
+        "a refused batch (23503) left changes"
+    );
     // A key retired while its batch was out: the batch is refused (found after the batch was
     // finished and the key released, and undone with all of it). Every record is signed by
     // now, so the finish carries none.

@@ -21,6 +21,17 @@ pub fn configure(instance: &Instance, workers: usize, lease_ttl_secs: u64) {
     std::fs::write(&instance.config_path, config).unwrap();
 }
 
+/// Sets `jobs.claim_batches`; call right after [`configure`] (it appends to its section).
+pub fn claim_batches(instance: &Instance, count: usize) {
+    let mut config = std::fs::read_to_string(&instance.config_path).unwrap();
+    assert!(
+        config.trim_end().ends_with("poll_secs = 1"),
+        "claim_batches follows configure"
+    );
+    config.push_str(&format!("claim_batches = {count}\n"));
+    std::fs::write(&instance.config_path, config).unwrap();
+}
+
 /// Runs a `signetd` subcommand to completion within `timeout`; panics (with its output) if it
 /// fails or takes longer.
 pub fn signetd(instance: &Instance, args: &[&str], timeout: Duration) -> Output {
@@ -184,7 +195,8 @@ pub struct Expect {
     /// Keys in the ring.
     pub keys: i64,
     /// Whether per-key batch counts must differ by at most one (least recently used first,
-    /// with nothing crashing).
+    /// with nothing crashing, and fewer batches in flight — workers × `jobs.claim_batches` —
+    /// than keys, so that a claim always finds more than one idle key to choose from).
     pub balanced: bool,
 }
 
