@@ -444,6 +444,9 @@ pub struct Audit {
     /// The wait applies only when this many entries were already queued when the writer
     /// turned to the group: a lone or light caller never waits.
     pub group_wait_from: usize,
+    /// ...or when at least this many requests wait for a signing key (the token has that much
+    /// work queued, so the wait costs the group's callers latency, not throughput); 0: never.
+    pub group_wait_backlog: usize,
     /// Most seconds a follower's long poll (`wait`) may last.
     pub max_wait_secs: u64,
     /// Where the newest signed checkpoint is also written (file `checkpoint`, a C2SP signed
@@ -464,6 +467,7 @@ impl Default for Audit {
             max_batch: 4096,
             group_wait_micros: 1000,
             group_wait_from: 8,
+            group_wait_backlog: 16,
             max_wait_secs: 60,
             checkpoint_dir: None,
         }

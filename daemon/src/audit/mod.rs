@@ -10,6 +10,7 @@ mod writer;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ed25519_dalek::pkcs8::DecodePublicKey as _;
@@ -183,11 +184,47 @@ pub fn digest(data: &[u8]) -> Hash {
 #[derive(Clone)]
 pub struct Audit {
     jobs: mpsc::Sender<Job>,
+    backlog: Backlog,
     size: watch::Receiver<u64>,
     store: Store,
     public_key: Arc<[u8; 32]>,
     cfg: Arc<config::Audit>,
     trust: Arc<trust::Trust>,
+}
+
+/// How many requests wait upstream of the log for a signing key, counted by whoever makes them
+/// wait ([`Backlog::enter`]). While many do, the token has that much work queued whichever
+/// way, so the writer may let a group grow (`audit.group_wait_backlog`): the wait costs the
+/// group's callers latency, not a signature.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+/// One request counted in a [`Backlog`] until dropped.
+#[derive(Debug)]
+pub struct BacklogGuard(Arc<AtomicUsize>);
+
+impl Backlog {
+    /// Counts one waiting request until the guard is dropped (also when its future is).
+    pub fn enter(&self) -> BacklogGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        BacklogGuard(self.0.clone())
+    }
+
+    /// Requests waiting now.
+    pub fn len(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for BacklogGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Audit {
@@ -232,6 +269,7 @@ impl Audit {
         let (size_tx, size_rx) = watch::channel(size);
         let (jobs, rx) = mpsc::channel(cfg.max_batch.max(1) * 4);
         let cfg = Arc::new(cfg);
+        let backlog = Backlog::default();
         let writer = writer::Writer::new(
             store.clone(),
             hsm,
@@ -241,16 +279,23 @@ impl Audit {
             size_tx,
             metrics,
         )
-        .await?;
+        .await?
+        .with_backlog(backlog.clone());
         tokio::spawn(writer.run(rx));
         Ok(Audit {
             jobs,
+            backlog,
             size: size_rx,
             store,
             public_key: Arc::new(public_key),
             cfg,
             trust,
         })
+    }
+
+    /// The count of requests waiting for a signing key, which the writer reads.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
     }
 
     /// Appends `record` and returns its receipt once the entry is durably committed.
@@ -601,6 +646,31 @@ fn entry_from(record: &Record, seq: u64, time_micros: i64) -> Entry {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[tokio::test]
+    async fn the_backlog_counts_each_waiter_until_it_is_dropped_also_with_its_future() {
+        let backlog = Backlog::default();
+        let (a, b) = (backlog.enter(), backlog.enter());
+        assert_eq!(backlog.len(), 2);
+        drop(a);
+        assert_eq!(backlog.len(), 1);
+        // A request dropped while it waits (its client went away) is no longer counted.
+        let waiting = {
+            let backlog = backlog.clone();
+            tokio::spawn(async move {
+                let _waiting = backlog.enter();
+                std::future::pending::<()>().await;
+            })
+        };
+        while backlog.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        assert_eq!(backlog.len(), 1);
+        drop(b);
+        assert!(backlog.is_empty());
+    }
 
     #[test]
     fn a_nul_in_any_text_field_is_refused_before_the_writer() {

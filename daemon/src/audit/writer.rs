@@ -36,6 +36,7 @@ pub(super) struct Writer {
     unsaved: Option<(u64, String)>,
     size_tx: watch::Sender<u64>,
     metrics: Metrics,
+    backlog: super::Backlog,
 }
 
 impl Writer {
@@ -61,7 +62,14 @@ impl Writer {
             unsaved: None,
             size_tx,
             metrics,
+            backlog: super::Backlog::default(),
         })
+    }
+
+    /// Reads `backlog` (requests waiting for a signing key) to decide when a group may grow.
+    pub(super) fn with_backlog(mut self, backlog: super::Backlog) -> Self {
+        self.backlog = backlog;
+        self
     }
 
     pub(super) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
@@ -73,10 +81,7 @@ impl Writer {
                     let Some(job) = job else { break };
                     let mut batch = vec![job];
                     drain(&mut jobs, &mut batch, self.cfg.max_batch);
-                    if self.cfg.group_wait_micros > 0
-                        && batch.len() >= self.cfg.group_wait_from
-                        && batch.len() < self.cfg.max_batch
-                    {
+                    if lets_group_grow(&self.cfg, batch.len(), self.backlog.len()) {
                         // Under load: let the group grow (its commit costs the database
                         // about as much as a smaller one).
                         tokio::time::sleep(Duration::from_micros(self.cfg.group_wait_micros))
@@ -544,6 +549,18 @@ impl Writer {
 }
 
 /// Moves queued jobs into `batch` until it holds `max` or the queue is empty.
+/// Whether the writer lets a group of `queued` entries grow for `audit.group_wait_micros`
+/// before it commits: when it is not full, and many entries are queued already
+/// (`audit.group_wait_from`) or many requests wait for a signing key (`audit.group_wait_backlog`:
+/// the token has work whichever way, so the wait costs the group's callers latency, not
+/// throughput). A lone or light caller never waits.
+fn lets_group_grow(cfg: &config::Audit, queued: usize, backlog: usize) -> bool {
+    cfg.group_wait_micros > 0
+        && queued < cfg.max_batch
+        && (queued >= cfg.group_wait_from
+            || (cfg.group_wait_backlog > 0 && backlog >= cfg.group_wait_backlog))
+}
+
 fn drain(jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
     while batch.len() < max {
         match jobs.try_recv() {
@@ -631,4 +648,33 @@ fn now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_grows_only_under_load() {
+        let cfg = config::Audit::default();
+        let (from, backlog, max) = (cfg.group_wait_from, cfg.group_wait_backlog, cfg.max_batch);
+        // A light caller commits at once; many entries queued, or many requests waiting for a
+        // key, let the group grow; a full group never waits.
+        assert!(!lets_group_grow(&cfg, 1, 0));
+        assert!(!lets_group_grow(&cfg, from - 1, backlog - 1));
+        assert!(lets_group_grow(&cfg, from, 0));
+        assert!(lets_group_grow(&cfg, 1, backlog));
+        assert!(!lets_group_grow(&cfg, max, backlog));
+        let never = config::Audit {
+            group_wait_backlog: 0,
+            ..cfg.clone()
+        };
+        assert!(!lets_group_grow(&never, 1, usize::MAX));
+        assert!(lets_group_grow(&never, from, 0));
+        let off = config::Audit {
+            group_wait_micros: 0,
+            ..cfg
+        };
+        assert!(!lets_group_grow(&off, from, backlog));
+    }
 }

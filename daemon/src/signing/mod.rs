@@ -498,6 +498,7 @@ impl Signing {
         }
         let depth = m.signing_queue_depth.with_label_values(&[&pool.name]);
         depth.inc();
+        let _waiting = self.inner.audit.backlog().enter();
         let timeout = Duration::from_millis(self.inner.cfg.queue_timeout_ms.max(1));
         let got = tokio::time::timeout(timeout, rx).await;
         depth.dec();
