@@ -184,6 +184,7 @@ async fn run_serve(config: Config) -> anyhow::Result<()> {
     let (app, tls) = App::start(config, hsm, store, metrics).await?;
     let listeners = server::Listeners::bind(&app.config.listen).await?;
     let addrs = listeners.addresses()?;
+    app::prepare_key_slots(&app.hsm);
     tracing::info!(api = %addrs.api, public = %addrs.public, metrics = %addrs.metrics, "serving");
     serve_until_signal(app, tls, listeners).await
 }
@@ -291,6 +292,7 @@ async fn run_dev(prepared: &dev::Prepared) -> anyhow::Result<()> {
     let (app, tls) = App::start(config, hsm, store, metrics).await?;
     let listeners = server::Listeners::bind(&app.config.listen).await?;
     let addrs = listeners.addresses()?;
+    app::prepare_key_slots(&app.hsm);
     let files = dev::ClientFiles {
         ca: report.ca_file,
         cert: report.admin_cert,

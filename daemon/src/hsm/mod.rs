@@ -349,6 +349,23 @@ impl Hsm {
             return Ok(slot.clone());
         }
         let public_key = self.public_key(token, label, algorithm)?;
+        self.key_found(token, label, algorithm, public_key)
+    }
+
+    /// [`Hsm::key`] for a key whose public key (SPKI DER) was just read from its token with
+    /// [`Hsm::public_key`]: the slot is made without looking the key up again. The slot that
+    /// exists already, if any, is kept.
+    pub fn key_found(
+        &self,
+        token: &str,
+        label: &str,
+        algorithm: KeyAlgorithm,
+        public_key: Vec<u8>,
+    ) -> Result<Arc<KeySlot>, HsmError> {
+        let id = (token.to_owned(), label.to_owned());
+        if let Some(slot) = lock(&self.inner.slots).get(&id) {
+            return Ok(slot.clone());
+        }
         let slot = Arc::new(KeySlot {
             token: self.token(token)?.clone(),
             label: label.to_owned(),
@@ -469,6 +486,19 @@ impl Hsm {
         result
             .await
             .map_err(|_| HsmError::Worker("the token operation failed".into()))?
+    }
+
+    /// Every key slot made in this process so far.
+    pub fn slots(&self) -> Vec<Arc<KeySlot>> {
+        lock(&self.inner.slots).values().cloned().collect()
+    }
+
+    /// Opens the slot's session, logs in and finds the key (and its session copy) now, as the
+    /// first signature would: what the daemon does for every active key after it starts, so
+    /// that no first request or first batch of a key pays for it. Blocking.
+    pub fn prepare(&self, key: &KeySlot) -> Result<(), HsmError> {
+        let mut state = lock(&key.state);
+        key.ensure(&self.inner.ctx, &mut state).map(|_| ())
     }
 
     /// The blocking form of [`Hsm::sign`], for callers already off the async runtime (the TLS
