@@ -425,3 +425,51 @@ impl Metrics {
         String::from_utf8_lossy(&buf).into_owned()
     }
 }
+
+/// A gauge raised by one while this lives: what a request counts while it waits, lowered
+/// again however the wait ends — also when the request's future is dropped mid-wait (its client
+/// went away), which a `dec()` after the `.await` would miss, leaving the gauge high for good.
+#[derive(Debug)]
+pub struct Raised(IntGauge);
+
+impl Raised {
+    /// Raises `gauge` by one until the result is dropped.
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Raised(gauge)
+    }
+}
+
+impl Drop for Raised {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_raised_gauge_comes_down_also_when_its_future_is_dropped() {
+        let gauge = IntGauge::new("g", "g").unwrap();
+        let raised = Raised::new(gauge.clone());
+        assert_eq!(gauge.get(), 1);
+        drop(raised);
+        assert_eq!(gauge.get(), 0);
+        let waiting = {
+            let gauge = gauge.clone();
+            tokio::spawn(async move {
+                let _raised = Raised::new(gauge);
+                std::future::pending::<()>().await;
+            })
+        };
+        while gauge.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        assert_eq!(gauge.get(), 0);
+    }
+}

@@ -496,12 +496,12 @@ impl Signing {
             let p = pool.clone();
             tokio::spawn(async move { s.lease_loop(p).await });
         }
-        let depth = m.signing_queue_depth.with_label_values(&[&pool.name]);
-        depth.inc();
-        let _waiting = self.inner.audit.backlog().enter();
+        let depth =
+            crate::metrics::Raised::new(m.signing_queue_depth.with_label_values(&[&pool.name]));
+        let waiting = self.inner.audit.backlog().enter();
         let timeout = Duration::from_millis(self.inner.cfg.queue_timeout_ms.max(1));
         let got = tokio::time::timeout(timeout, rx).await;
-        depth.dec();
+        drop((depth, waiting));
         match got {
             Ok(Ok(guard)) => {
                 m.signing_queue_wait
