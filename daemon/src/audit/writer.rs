@@ -548,7 +548,6 @@ impl Writer {
     }
 }
 
-/// Moves queued jobs into `batch` until it holds `max` or the queue is empty.
 /// Whether the writer lets a group of `queued` entries grow for `audit.group_wait_micros`
 /// before it commits: when it is not full, and many entries are queued already
 /// (`audit.group_wait_from`) or many requests wait for a signing key (`audit.group_wait_backlog`:
@@ -561,6 +560,7 @@ fn lets_group_grow(cfg: &config::Audit, queued: usize, backlog: usize) -> bool {
             || (cfg.group_wait_backlog > 0 && backlog >= cfg.group_wait_backlog))
 }
 
+/// Moves queued jobs into `batch` until it holds `max` or the queue is empty.
 fn drain(jobs: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
     while batch.len() < max {
         match jobs.try_recv() {
